@@ -1,0 +1,3 @@
+from resnet_repro.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,37 @@
+"""The `resnet-repro` command: one subcommand per module in `resnet_repro.commands`."""
+
+import argparse
+import importlib
+import sys
+
+from resnet_repro.errors import UserError
+
+# Each module defines `register(subparsers)`, which adds its parser and sets `func(args) -> int`.
+COMMANDS = ["models", "train", "run", "report", "evaluate"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="resnet-repro",
+        description="Reproduce He et al. 2015, 'Deep Residual Learning for Image Recognition'.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"resnet_repro.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"resnet_repro.commands.{name}":
+                continue  # command not built yet
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"resnet-repro {args.command}: error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,1 @@
+"""Subcommands of the `resnet-repro` CLI; each module holds `register(subparsers)`."""
