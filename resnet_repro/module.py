@@ -1,0 +1,149 @@
+"""The CIFAR-10 training step of Sec. 4.2 as a LightningModule: SGD, the iteration schedule, warm-up.
+
+Host syncs happen only every `log_every` iterations: running sums stay on the device in between.
+"""
+
+import math
+import re
+import time
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+
+from resnet_repro.models import build_model
+from resnet_repro.schedules import WARMUP_UNTIL_TRAIN_ERROR, warmup_applies, warmup_step_lr
+from resnet_repro.spec import TrainSpec
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def model_depth(name: str) -> int:
+    """Depth from a registry name such as `resnet110` or `plain56`."""
+    match = re.search(r"(\d+)$", name)
+    return int(match.group(1)) if match else 0
+
+
+class ClassifierModule(pl.LightningModule):
+    """Cross-entropy classifier trained by SGD on the paper's iteration schedule."""
+
+    def __init__(self, spec: TrainSpec | dict):
+        super().__init__()
+        self.spec = spec if isinstance(spec, TrainSpec) else TrainSpec.from_dict(spec)
+        self.save_hyperparameters({"spec": self.spec.to_dict()})
+        kwargs = {} if self.spec.shortcut is None else {"shortcut": self.spec.shortcut}
+        self.model = build_model(self.spec.model, **kwargs)
+        if self.spec.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        sched = self.spec.schedule
+        self.warmup = sched.warmup == "on" or (sched.warmup == "auto" and warmup_applies(model_depth(self.spec.model)))
+        self.warmup_ended_at: int | None = None  # iteration at which training error first fell below 80%
+        self.last_train: dict[str, float] = {}
+        self.last_eval: dict[str, float] = {}
+        self._reset_running()
+        self._eval_sums: dict[str, torch.Tensor] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    # -- optimisation -------------------------------------------------------------------------
+    def configure_optimizers(self):
+        # Sec. 4.2: weight decay 1e-4 and momentum 0.9, on all parameters.
+        # DEVIATION (paper: Caffe SGD, v = m*v + lr*g): PyTorch applies lr after the momentum sum
+        # (v = m*v + g; w -= lr*v); identical at constant lr, the step after each lr drop differs.
+        return torch.optim.SGD(self.parameters(), lr=self.lr_at(0), momentum=self.spec.momentum,
+                               weight_decay=self.spec.weight_decay)
+
+    def lr_at(self, iteration: int) -> float:
+        s = self.spec.schedule
+        return warmup_step_lr(iteration, s.lr, s.milestones, warmup=self.warmup, warmup_ended_at=self.warmup_ended_at)
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        lr = self.lr_at(self.global_step)
+        for group in self.trainer.optimizers[0].param_groups:
+            group["lr"] = lr
+
+    # -- training -----------------------------------------------------------------------------
+    def _reset_running(self) -> None:
+        self._loss_sum = self._wrong_sum = self._seen = None
+        self._interval_start = time.perf_counter()
+        self._eval_seconds = 0.0
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x, y, _ = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y)
+        with torch.no_grad():
+            wrong = (logits.argmax(1) != y).sum()
+            n = torch.tensor(len(y), device=y.device)
+            if self._loss_sum is None:
+                self._loss_sum, self._wrong_sum, self._seen = loss.detach() * len(y), wrong, n
+            else:
+                self._loss_sum += loss.detach() * len(y)
+                self._wrong_sum += wrong
+                self._seen += n
+        if (self.global_step + 1) % self.spec.log_every == 0:
+            self._log_interval()
+        return loss
+
+    def _log_interval(self) -> None:
+        """Running means over the interval (the paper's dashed curves), lr, throughput; one host sync."""
+        reduce = self.trainer.strategy.reduce
+        sums = torch.stack([self._loss_sum, self._wrong_sum.float(), self._seen.float()])
+        loss_sum, wrong_sum, seen = reduce(sums, reduce_op="sum").tolist()
+        iteration = self.global_step + 1
+        if not math.isfinite(loss_sum):
+            raise NonFiniteLossError(
+                f"training loss became {loss_sum / seen} before iteration {iteration}; "
+                "the last checkpoint holds the last finite state (try a lower --lr or enable warm-up)")
+        seconds = time.perf_counter() - self._interval_start - self._eval_seconds
+        metrics = {
+            "train/loss": loss_sum / seen,
+            "train/error": 100.0 * wrong_sum / seen,
+            "lr": self.lr_at(self.global_step),
+            "throughput": seen / seconds if seconds > 0 else float("nan"),
+        }
+        self.log_dict(metrics, on_step=True, on_epoch=False, prog_bar=False, sync_dist=False)
+        self.log_dict({"err": metrics["train/error"], "img/s": metrics["throughput"]}, prog_bar=True, logger=False)
+        self.last_train = metrics
+        if self.warmup and self.warmup_ended_at is None and metrics["train/error"] < WARMUP_UNTIL_TRAIN_ERROR:
+            # Sec. 4.2: "use 0.01 to warm up the training until the training error is below 80%".
+            self.warmup_ended_at = iteration
+            self.log("warmup_end", float(iteration), on_step=True, on_epoch=False)
+        self._reset_running()
+
+    # -- evaluation on the whole test (and val) set ----------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        self._eval_started = time.perf_counter()
+        self._eval_sums = {}
+
+    def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        x, y, split = batch
+        logits = self(x)
+        row = torch.stack([F.cross_entropy(logits, y, reduction="sum"),
+                           (logits.argmax(1) != y).sum().float(),
+                           torch.tensor(float(len(y)), device=y.device)])
+        self._eval_sums[split] = self._eval_sums[split] + row if split in self._eval_sums else row
+
+    def on_validation_epoch_end(self) -> None:
+        for split, sums in self._eval_sums.items():
+            loss_sum, wrong_sum, seen = self.trainer.strategy.reduce(sums, reduce_op="sum").tolist()
+            self.last_eval[f"{split}/error"] = 100.0 * wrong_sum / seen
+            self.last_eval[f"{split}/loss"] = loss_sum / seen
+            self.log(f"{split}/error", self.last_eval[f"{split}/error"], prog_bar=(split == "test"))
+            self.log(f"{split}/loss", self.last_eval[f"{split}/loss"])
+        self.last_eval["step"] = self.global_step
+        self._eval_seconds += time.perf_counter() - self._eval_started
+
+    # -- checkpoint state beyond weights and optimizer ---------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["warmup_ended_at"] = self.warmup_ended_at
+        checkpoint["last_train"] = self.last_train
+        checkpoint["last_eval"] = self.last_eval
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.warmup_ended_at = checkpoint.get("warmup_ended_at")
+        self.last_train = checkpoint.get("last_train", {})
+        self.last_eval = checkpoint.get("last_eval", {})

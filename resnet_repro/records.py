@@ -1,0 +1,80 @@
+"""The only reader of run logs: run directories -> a `summary` and a `curves` pandas DataFrame.
+
+Plots and tables are pure functions of these two frames (see plotting.py, tables.py).
+"""
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from resnet_repro.errors import UserError
+
+METRICS = ["train/error", "train/loss", "test/error", "test/loss", "val/error", "val/loss", "lr", "throughput"]
+
+
+def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame]:
+    """One run's record (run.json) and its curves (metrics.csv, one row per logged iteration)."""
+    record = json.loads((run_dir / "run.json").read_text())
+    csv = run_dir / "metrics.csv"
+    raw = pd.read_csv(csv) if csv.exists() and csv.stat().st_size else pd.DataFrame({"step": []})
+    # Lightning writes train and eval metrics of one step on separate rows, and a resumed run may log a
+    # step twice (after its last checkpoint and again after resuming): keep the last value per step.
+    present = [m for m in METRICS if m in raw.columns]
+    curves = raw[["step", *present]].groupby("step", as_index=False).last() if len(raw) else raw
+    for metric in METRICS:
+        if metric not in curves.columns:
+            curves[metric] = float("nan")
+    # Lightning's `step` counts optimizer steps taken before the logging call: iteration = step + 1.
+    curves = curves.assign(step=curves["step"].astype(int) + 1, run_id=record["run_id"],
+                           model=record["spec"]["model"], seed=record["spec"]["seed"])
+    return record, curves[["run_id", "model", "seed", "step", *METRICS]]
+
+
+def summary_row(record: dict) -> dict:
+    """The flat row tables are built from: spec, provenance and last-iterate metrics."""
+    spec, final, source = record["spec"], record.get("final", {}), record.get("data_source", {})
+    model = spec["model"]
+    depth = re.search(r"(\d+)$", model)
+    return {
+        "run_id": record["run_id"], "model": model, "family": record.get("family", "cifar"),
+        "depth": int(depth.group(1)) if depth else None, "residual": not model.startswith("plain"),
+        "shortcut": spec.get("shortcut") or "A", "seed": spec["seed"], "params": record.get("params"),
+        "profile": record.get("profile", "custom"), "artifact": record.get("artifact"),
+        "max_iters": spec["schedule"]["max_iters"], "status": record.get("status"),
+        "iterations": record.get("iterations"),
+        "final_train_error": final.get("train/error"), "final_test_error": final.get("test/error"),
+        "final_test_loss": final.get("test/loss"), "final_val_error": final.get("val/error"),
+        "wall_time_s": record.get("wall_time_s"), "data_copy": data_copy(source),
+        "commit": record.get("commit"), "hardware": record.get("hardware"),
+        "warmup_end_iter": record.get("warmup_end_iter"),
+    }
+
+
+def data_copy(source: dict) -> str:
+    """A short label of the data a run used, e.g. 'cifar10-jpg q75 sha256:fdf0b4f6'."""
+    if not source:
+        return "unknown"
+    label = "cifar10-jpg q75" if source.get("jpeg_copy") else f"cifar10 ({source.get('kind', 'unknown')})"
+    return f"{label} sha256:{str(source.get('sha256', ''))[:8]}"
+
+
+def load_runs(runs_dir: Path, run_ids: list[str] | None = None, *, finished_only: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Summary and curves of the runs under `runs_dir` (optionally only `run_ids`)."""
+    runs_dir = Path(runs_dir)
+    dirs = sorted(p.parent for p in runs_dir.glob("*/run.json"))
+    if run_ids is not None:
+        wanted = set(run_ids)
+        dirs = [d for d in dirs if d.name in wanted]
+    rows, curves = [], []
+    for run_dir in dirs:
+        record, run_curves = read_run(run_dir)
+        if finished_only and record.get("status") != "finished":
+            continue
+        rows.append(summary_row(record))
+        curves.append(run_curves)
+    if not rows:
+        what = "finished runs" if finished_only else "runs"
+        raise UserError(f"no {what} logged under {runs_dir}: train them first (resnet-repro run ARTIFACT)")
+    return pd.DataFrame(rows), pd.concat(curves, ignore_index=True)

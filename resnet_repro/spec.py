@@ -1,0 +1,93 @@
+"""What one training run is, as frozen dataclasses (Sec. 4.2 defaults); `asdict` feeds logs and W&B."""
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from resnet_repro.data.cifar10 import DataConfig
+from resnet_repro.errors import UserError
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Sec. 4.2: lr 0.1, divided by 10 at 32k and 48k iterations, terminated at 64k."""
+
+    max_iters: int = 64_000
+    milestones: tuple[int, ...] = (32_000, 48_000)
+    lr: float = 0.1
+    warmup: str = "auto"  # "auto": lr 0.01 until train error < 80% for 110+ layers (Sec. 4.2); "on"; "off"
+
+    def scaled(self, max_iters: int) -> "Schedule":
+        """The same shape over `max_iters`: milestones at the paper's 50% and 75%."""
+        return dataclasses.replace(self, max_iters=max_iters, milestones=(max_iters // 2, max_iters * 3 // 4))
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """Everything that decides a run's numbers (and nothing that does not, such as output paths)."""
+
+    model: str = "resnet20"
+    shortcut: str | None = None  # None: the model's paper default (option A on CIFAR)
+    schedule: Schedule = field(default_factory=Schedule)
+    batch_size: int = 128  # Sec. 4.2: "a mini-batch size of 128" (on two GPUs)
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    log_every: int = 20  # iterations per logged train loss/error (running mean over these)
+    eval_every: int = 1000  # iterations between evaluations on the whole test (and val) set
+    checkpoint_every: int = 500  # iterations between checkpoints; a multiple of log_every
+    channels_last: bool = True  # memory layout only: same numbers, faster on CPU and GPU
+
+    def validate(self) -> None:
+        """Raise UserError for settings that cannot describe a run."""
+        s = self.schedule
+        if s.max_iters <= 0:
+            raise UserError(f"--iterations must be positive, got {s.max_iters}")
+        if s.lr <= 0:
+            raise UserError(f"--lr must be positive, got {s.lr}")
+        if list(s.milestones) != sorted(s.milestones) or any(m <= 0 or m >= s.max_iters for m in s.milestones):
+            raise UserError(f"--milestones {','.join(map(str, s.milestones))} must increase and lie strictly between 0 and --iterations {s.max_iters}")
+        if s.warmup not in ("auto", "on", "off"):
+            raise UserError(f"--warmup must be auto, on or off, got {s.warmup!r}")
+        if self.batch_size <= 0:
+            raise UserError(f"--batch-size must be positive, got {self.batch_size}")
+        for name in ("log_every", "eval_every", "checkpoint_every"):
+            if getattr(self, name) <= 0:
+                raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if self.checkpoint_every % self.log_every:
+            # A checkpoint is only written after the loss check of its own step (see module.py).
+            raise UserError(f"--checkpoint-every {self.checkpoint_every} must be a multiple of --log-every {self.log_every}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainSpec":
+        d = dict(d)
+        sched = d.pop("schedule", {})
+        sched = Schedule(**{**sched, "milestones": tuple(sched.get("milestones", Schedule().milestones))})
+        return cls(schedule=sched, data=DataConfig(**d.pop("data", {})), **d)
+
+
+# Fields that say where data lives or how memory is laid out, not what is computed: they do not
+# enter a run's identity, so the same run found under another data path is not trained again.
+_NOT_IDENTITY = {("data", "data"), ("data", "root"), ("data", "eval_batch_size"), ("checkpoint_every",), ("channels_last",)}
+
+
+def spec_digest(spec: TrainSpec) -> str:
+    """A short content hash of everything that decides the run's numbers."""
+    import hashlib
+    import json
+
+    d = spec.to_dict()
+    for path in _NOT_IDENTITY:
+        node = d
+        for key in path[:-1]:
+            node = node[key]
+        node.pop(path[-1], None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def run_id(spec: TrainSpec) -> str:
+    """The run's directory name: model, seed and the spec digest, e.g. `resnet20-s0-1a2b3c4d`."""
+    return f"{spec.model}-s{spec.seed}-{spec_digest(spec)}"

@@ -1,0 +1,229 @@
+"""One training run: the spec, the Trainer's flags, checkpoints and exact resume, and the run's record.
+
+A run directory holds `run.json` (config, provenance, status, final metrics), `metrics.csv` (Lightning's
+CSVLogger: the source of truth for plots and tables) and `checkpoints/last.ckpt`.
+"""
+
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger
+
+from resnet_repro.data.cifar10 import CIFAR10DataModule
+from resnet_repro.errors import UserError
+from resnet_repro.module import ClassifierModule, NonFiniteLossError
+from resnet_repro.spec import TrainSpec
+
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """How a run is executed: Trainer flags that do not change the spec's numbers (up to noise)."""
+
+    accelerator: str = "auto"
+    devices: str = "1"  # Lightning's --devices: a count, "auto", or a list such as "0,1"
+    num_nodes: int = 1
+    strategy: str = "auto"  # "ddp" for several GPUs or nodes (torchrun or SLURM launch it)
+    precision: str = "32-true"  # the paper's; bf16-mixed / 16-mixed are GPU speed options
+    deterministic: bool = False
+    threads: int | None = None  # torch CPU threads; None keeps torch's default
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Where a run writes and what it talks to."""
+
+    run_dir: Path
+    resume: bool = False
+    wandb: str = "on"  # on: online if logged in, else offline; offline; off
+    wandb_project: str = "resnet-repro"
+    group: str | None = None  # W&B run group (the experiment id)
+    progress: bool = True
+    extra_meta: dict | None = None  # e.g. the profile and artifact that asked for this run
+
+
+class _StopOnInterrupt(Callback):
+    """Ctrl-C finishes the current iteration, saves `last.ckpt` and stops; `--resume` continues."""
+
+    def __init__(self, checkpoint: ModelCheckpoint):
+        self.checkpoint, self.interrupted, self._previous = checkpoint, False, None
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        def handler(signum, frame):
+            self.interrupted = True
+
+        if trainer.is_global_zero and hasattr(signal, "SIGINT"):
+            try:
+                self._previous = signal.signal(signal.SIGINT, handler)
+            except ValueError:  # not the main thread: leave Ctrl-C to Lightning
+                self._previous = None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.interrupted and not trainer.should_stop:
+            trainer.save_checkpoint(Path(self.checkpoint.dirpath) / "last.ckpt")
+            trainer.should_stop = True
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+class _IterationBar(TQDMProgressBar):
+    """Lightning's bar, labelled in iterations (the paper's unit) rather than epochs."""
+
+    def on_train_epoch_start(self, trainer, *args) -> None:
+        super().on_train_epoch_start(trainer, *args)
+        self.train_progress_bar.set_description("iteration")
+        self.train_progress_bar.initial = trainer.global_step
+
+    def get_metrics(self, trainer, pl_module) -> dict:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        metrics["lr"] = f"{pl_module.lr_at(trainer.global_step):.4g}"
+        return metrics
+
+
+def provenance() -> dict:
+    """Commit, library versions and hardware, stored with every run."""
+    import lightning
+    import torchvision
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, cwd=Path(__file__).parent).stdout.strip()
+        commit += "+dirty" if dirty else ""
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    if torch.cuda.is_available():
+        hardware = f"{torch.cuda.device_count()}x {torch.cuda.get_device_name(0)}"
+    else:
+        hardware = f"CPU: {os.cpu_count()} cores ({platform.machine()}), {torch.get_num_threads()} torch threads"
+    return {"commit": commit, "hardware": hardware, "python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "lightning": lightning.__version__, "host": platform.node()}
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write JSON atomically: a crash never leaves a half-written record."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def _wandb_logger(spec: TrainSpec, options: RunOptions):
+    """W&B through Lightning: online when logged in, otherwise offline (sync later with `wandb sync`)."""
+    if options.wandb == "off":
+        return None
+    import wandb  # imported only when on: it takes seconds
+    from lightning.pytorch.loggers import WandbLogger
+
+    offline = options.wandb == "offline" or os.environ.get("WANDB_MODE") == "offline" or not wandb.api.api_key
+    if wandb.run is not None:  # a run left open in this process would swallow this one's logs
+        wandb.finish()
+    return WandbLogger(project=options.wandb_project, group=options.group, name=options.run_dir.name,
+                       save_dir=str(options.run_dir), offline=offline, config=spec.to_dict(),
+                       job_type="train")
+
+
+def train(spec: TrainSpec, options: RunOptions, hardware: Hardware = Hardware(), datamodule=None) -> dict:
+    """Train one run to `spec.schedule.max_iters` (or resume it) and return its record (run.json)."""
+    spec.validate()
+    if options.wandb not in ("on", "offline", "off"):
+        raise UserError(f"--wandb must be on, offline or off, got {options.wandb!r}")
+    if hardware.precision not in PRECISIONS:
+        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {hardware.precision!r}")
+    if hardware.threads:
+        torch.set_num_threads(hardware.threads)
+    pl.seed_everything(spec.seed, workers=True, verbose=False)
+    module = ClassifierModule(spec)  # unknown model names fail here, before anything is written
+    dm = datamodule or CIFAR10DataModule(spec.data, batch_size=spec.batch_size, max_iters=spec.schedule.max_iters, seed=spec.seed)
+    dm.prepare_data()
+    dm.setup("fit")  # data errors surface here, before the run directory exists
+
+    run_dir = options.run_dir
+    ckpt_dir = run_dir / "checkpoints"
+    last = ckpt_dir / "last.ckpt"
+    record_path = run_dir / "run.json"
+    if options.resume and not last.exists():
+        raise UserError(f"nothing to resume in {run_dir}: no checkpoints/last.ckpt (run without --resume to start)")
+    if not options.resume and record_path.exists():
+        raise UserError(f"{run_dir} already holds a run: pass --resume to continue it or choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    previous = json.loads(record_path.read_text()) if options.resume and record_path.exists() else {}
+    record = {
+        "run_id": run_dir.name, "status": "running", "spec": spec.to_dict(), **(options.extra_meta or {}),
+        "hardware_flags": hardware.__dict__, "data_source": dm.source, **provenance(),
+        "params": sum(p.numel() for p in module.model.parameters()),
+        "val_indices": None if dm.val_indices is None else dm.val_indices.tolist(),
+        "started": previous.get("started", time.strftime("%Y-%m-%dT%H:%M:%S%z")),
+        "wall_time_s": previous.get("wall_time_s", 0.0),
+    }
+    write_json(record_path, record)
+
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=spec.checkpoint_every)
+    interrupt = _StopOnInterrupt(checkpoint)
+    loggers = [CSVLogger(save_dir=run_dir, name="", version="")]
+    wandb_logger = _wandb_logger(spec, options)
+    if wandb_logger is not None:
+        loggers.append(wandb_logger)
+    trainer = pl.Trainer(
+        max_steps=spec.schedule.max_iters, max_epochs=-1, val_check_interval=spec.eval_every,
+        check_val_every_n_epoch=None, log_every_n_steps=spec.log_every, num_sanity_val_steps=0,
+        accelerator=hardware.accelerator, devices=_devices(hardware.devices), num_nodes=hardware.num_nodes,
+        strategy=hardware.strategy, precision=hardware.precision, deterministic=hardware.deterministic,
+        logger=loggers, callbacks=[checkpoint, interrupt, *([_IterationBar()] if options.progress else [])],
+        enable_progress_bar=options.progress, enable_model_summary=False, use_distributed_sampler=False,
+        default_root_dir=run_dir,
+    )
+    started = time.perf_counter()
+    with warnings.catch_warnings():
+        # Our loaders yield only indices; pixels are gathered on the device, so workers would not help.
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*is not resumable.*")  # our data order is a function of the step
+        try:
+            trainer.fit(module, datamodule=dm, ckpt_path=str(last) if options.resume else None)
+            if not interrupt.interrupted and module.last_eval.get("step") != trainer.global_step:
+                trainer.validate(module, datamodule=dm, verbose=False)  # the last iterate is always evaluated
+        except NonFiniteLossError:
+            record.update(status="diverged", wall_time_s=record["wall_time_s"] + time.perf_counter() - started)
+            write_json(record_path, record)
+            raise
+        finally:
+            if wandb_logger is not None:
+                import wandb
+
+                wandb.finish()
+    record["wall_time_s"] += time.perf_counter() - started
+    record.update(
+        status="interrupted" if interrupt.interrupted else "finished", iterations=trainer.global_step,
+        warmup=module.warmup, warmup_end_iter=module.warmup_ended_at,
+        final={**{k: v for k, v in module.last_train.items()}, **{k: v for k, v in module.last_eval.items() if k != "step"}},
+        finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )
+    if trainer.is_global_zero:
+        write_json(record_path, record)
+    return record
+
+
+def _devices(devices: str):
+    """Lightning's --devices accepts an int, 'auto', or a list of indices."""
+    if devices == "auto" or "," in devices:
+        return devices
+    try:
+        return int(devices)
+    except ValueError:
+        raise UserError(f"--devices must be a count, 'auto' or a list like 0,1; got {devices!r}") from None
