@@ -1,0 +1,76 @@
+"""Shared fixtures: a tiny generated CIFAR-10 look-alike and the real shared JPEG copy."""
+
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from resnet_repro.data.sources import CIFAR10_CLASSES, load_cifar10
+
+SHARED_CIFAR = Path(__file__).parents[1] / ".." / "shared" / "datasets" / "cifar10-jpg.tar.gz"
+
+
+def write_imagefolder(root: Path, *, train: int = 8, test: int = 4, ext: str = "png", seed: int = 0) -> Path:
+    """Write seeded random 32x32 RGB images as root/{train,test}/<class>/NNNN.<ext>; return root."""
+    rng = np.random.default_rng(seed)
+    for split, count in (("train", train), ("test", test)):
+        for cls in CIFAR10_CLASSES:
+            folder = root / split / cls
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                pixels = rng.integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i:04d}.{ext}")
+    return root
+
+
+@pytest.fixture
+def make_imagefolder(tmp_path):
+    """Factory: `make_imagefolder(train=8, test=4, ext="png", seed=0)` -> a fresh ImageFolder dir."""
+    made = []
+
+    def make(**kwargs) -> Path:
+        made.append(tmp_path / f"imagefolder{len(made)}")
+        return write_imagefolder(made[-1], **kwargs)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_cifar_archive(tmp_path_factory) -> Path:
+    """A .tar.gz of tiny-cifar/{train,test}/<class>/*.png: 8 train + 4 test random images per class."""
+    base = tmp_path_factory.mktemp("tiny-cifar")
+    folder = write_imagefolder(base / "tiny-cifar")
+    archive = base / "tiny-cifar.tar.gz"
+    with tarfile.open(archive, "w:gz") as tf:
+        tf.add(folder, arcname="tiny-cifar")  # nested one level, like the shared copy
+    return archive
+
+
+@pytest.fixture(scope="session")
+def cifar_cache_root(tmp_path_factory) -> Path:
+    """A data root shared by the whole test session, so each copy is decoded once per session."""
+    return tmp_path_factory.mktemp("resnet-repro-home")
+
+
+@pytest.fixture(scope="session")
+def tiny_cifar(tiny_cifar_archive, cifar_cache_root):
+    """CifarArrays of the tiny generated archive (80 train, 40 test images)."""
+    return load_cifar10(tiny_cifar_archive, cifar_cache_root, full=False, progress=False)
+
+
+@pytest.fixture(scope="session")
+def shared_cifar_path() -> Path:
+    """The real CIFAR-10 JPEG copy in ../shared/datasets, or a skip saying where it was looked for."""
+    path = SHARED_CIFAR.resolve()
+    if not path.is_file():
+        pytest.skip(f"shared CIFAR-10 copy not present at {path}: "
+                    "real-data tests need cifar10-jpg.tar.gz (see ../shared/datasets/README.md)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def real_cifar(shared_cifar_path, cifar_cache_root):
+    """CifarArrays of the real shared copy, decoded once per test session (about 8 s on 2 cores)."""
+    return load_cifar10(shared_cifar_path, cifar_cache_root, progress=False)
