@@ -1,0 +1,222 @@
+"""Paper-style error curves for Figs. 1 and 6 (Sec. 4.2): error (%) against iterations (1e4).
+
+Pure functions of the long-format `curves` DataFrame from `resnet_repro.records`. Figures are built as
+`matplotlib.figure.Figure` objects without pyplot, so no global figure state leaks between calls.
+"""
+
+import math
+import re
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+TRAIN = "train/error"
+TEST = "test/error"
+# Fig. 6: "dashed lines denote training error, and bold lines denote testing error".
+TRAIN_STYLE = {"linestyle": "--", "linewidth": 0.9}
+TEST_STYLE = {"linestyle": "-", "linewidth": 2.2}
+# Fig. 1 draws training and test error in separate panels, both as plain solid lines.
+PANEL_STYLE = {"linestyle": "-", "linewidth": 1.4}
+
+# One colour per depth in every panel and figure. As in the paper's figures: 20 layers olive,
+# 56 red, 110 black (Figs. 1, 6, 7); Fig. 4 draws 18 layers cyan and 34 red.
+DEPTH_COLOURS = {
+    18: "#17becf",
+    20: "#b5a300",
+    32: "#17becf",
+    34: "#d62728",
+    44: "#2ca02c",
+    56: "#d62728",
+    110: "#000000",
+    1202: "#1f77b4",
+}
+_FALLBACK_COLOURS = ("#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#ff7f0e")
+
+FOOTER_FONTSIZE = 7
+PANEL_SIZE = (4.2, 3.0)  # inches per panel (width, height of the axes area)
+
+
+def model_depth(model: str) -> int:
+    """The depth in a registry name: "resnet110" -> 110."""
+    match = re.search(r"(\d+)$", model)
+    if match is None:
+        raise ValueError(f"model name {model!r} does not end in its depth (e.g. 'plain20', 'resnet110')")
+    return int(match.group(1))
+
+
+def model_label(model: str) -> str:
+    """The paper's legend label: "plain20" -> "plain-20", "resnet56" -> "ResNet-56"."""
+    depth = model_depth(model)
+    if model.startswith("plain"):
+        return f"plain-{depth}"
+    if model.startswith("resnet"):
+        return f"ResNet-{depth}"
+    return model
+
+
+def depth_colour(depth: int) -> str:
+    """The colour of a depth, the same in every panel and every figure."""
+    return DEPTH_COLOURS.get(depth, _FALLBACK_COLOURS[depth % len(_FALLBACK_COLOURS)])
+
+
+def _runs_of(curves: pd.DataFrame, model: str, seed: int | None) -> pd.DataFrame:
+    if len(curves) == 0:
+        return curves
+    rows = curves[curves["model"] == model]
+    return rows if seed is None else rows[rows["seed"] == seed]
+
+
+def missing_models(curves: pd.DataFrame, models, *, seed: int | None = None) -> list[str]:
+    """The models (in the given order, without repeats) that have no rows in `curves` (for `seed`)."""
+    return [m for m in dict.fromkeys(models) if len(_runs_of(curves, m, seed)) == 0]
+
+
+def model_curve(curves: pd.DataFrame, model: str, metric: str, *, seed: int | None = None) -> pd.Series:
+    """One model's `metric` by step: the mean over its seeds at each step, or the given seed's curve."""
+    rows = _runs_of(curves, model, seed)
+    if len(rows) == 0 or metric not in rows:
+        return pd.Series(dtype=float)
+    # Steps where the metric was not logged are NaN; drop them before averaging over seeds.
+    return rows.dropna(subset=[metric]).groupby("step")[metric].mean().sort_index()
+
+
+def off_scale_models(curves: pd.DataFrame, models, *, ymax: float = 20.0, metric: str = TEST,
+                     seed: int | None = None) -> dict[str, float]:
+    """Models whose final `metric` lies above `ymax`, with that final value (e.g. plain-110 above 60%)."""
+    ends = {}
+    for model in dict.fromkeys(models):
+        curve = model_curve(curves, model, metric, seed=seed)
+        if len(curve) and curve.iloc[-1] > ymax:
+            ends[model] = float(curve.iloc[-1])
+    return ends
+
+
+def _seed_note(curves: pd.DataFrame, models, seed: int | None) -> str:
+    if seed is not None:
+        return f"curves: seed {seed}"
+    seeds = {m: tuple(sorted({int(s) for s in _runs_of(curves, m, None)["seed"]})) for m in models}
+
+    def describe(s):
+        return f"seed {s[0]}" if len(s) == 1 else "mean over seeds " + ", ".join(map(str, s))
+
+    if not seeds:
+        return "curves: none"
+    # Name the seed set most models share, then the exceptions (e.g. a single ResNet-1202 run).
+    common = max(set(seeds.values()), key=list(seeds.values()).count)
+    others = [f"{model_label(m)}: {describe(s)}" for m, s in seeds.items() if s != common]
+    return f"curves: {describe(common)}" + (f" ({'; '.join(others)})" if others else "")
+
+
+def _iteration_label(xscale: float) -> str:
+    exponent = math.log10(xscale)
+    if exponent == int(exponent):
+        return f"iter. (1e{int(exponent)})"
+    return f"iter. (×{xscale:g})"
+
+
+def _new_figure(n_panels: int, footer: str):
+    """A figure of `n_panels` axes side by side with `footer` wrapped in the space under them."""
+    width = PANEL_SIZE[0] * n_panels
+    chars_per_line = int(width * 72 / (FOOTER_FONTSIZE * 0.6))
+    paragraphs = [textwrap.fill(p, chars_per_line, break_long_words=False) for p in footer.split("\n") if p]
+    wrapped = "\n".join(paragraphs)
+    footer_height = 0.14 * (wrapped.count("\n") + 1) + 0.1
+    title_height, xlabel_height = 0.35, 0.55
+    height = title_height + PANEL_SIZE[1] + xlabel_height + footer_height
+    fig = Figure(figsize=(width, height))
+    axes = fig.subplots(1, n_panels, squeeze=False)[0]
+    fig.subplots_adjust(
+        left=0.6 / width, right=1 - 0.15 / width, wspace=0.28,
+        top=1 - title_height / height, bottom=(xlabel_height + footer_height) / height,
+    )
+    fig.text(0.01, 0.05 / height, wrapped, fontsize=FOOTER_FONTSIZE, ha="left", va="bottom")
+    return fig, list(axes)
+
+
+def _style_axes(ax, *, ylim, xscale: float, ylabel: str) -> None:
+    ax.set_ylim(*ylim)
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=4, steps=[1, 2, 5, 10]))  # 0, 5, 10, 15, 20 as in Fig. 6
+    ax.set_xlim(left=0)
+    ax.set_xlabel(_iteration_label(xscale))
+    ax.set_ylabel(ylabel)
+    ax.grid(True, linestyle="--", linewidth=0.5, alpha=0.6)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper right", fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no runs", transform=ax.transAxes, ha="center", va="center", color="grey")
+
+
+def _footer_text(curves, models, missing, seed, footer, styles: str) -> str:
+    drawn = [m for m in dict.fromkeys(models) if m not in missing]
+    lines = [f"{styles}; {_seed_note(curves, drawn, seed)}"]
+    if missing:
+        lines.append("not in the records, not drawn: " + ", ".join(model_label(m) for m in missing))
+    lines.append(footer)
+    return "\n".join(lines)
+
+
+def plot_error_curves(curves: pd.DataFrame, panels, *, footer: str, ylim=(0, 20), xscale: float = 1e4,
+                      seed: int | None = None, labels: dict[str, str] | None = None) -> Figure:
+    """Fig. 6 style: one panel per (title, [models]); dashed = training error, bold = test error.
+
+    Args:
+        panels: e.g. [("plain", ["plain20", "plain56"]), ("ResNet", ["resnet20", "resnet56"])].
+        footer: the provenance line (`tables.provenance_footer`), printed under the figure.
+        seed: None plots each model's mean over its seeds; an int plots that seed only.
+        labels: legend labels that replace `model_label`, e.g. {"resnet1202": "residual-1202"}.
+    """
+    models = [m for _, panel_models in panels for m in panel_models]
+    missing = missing_models(curves, models, seed=seed)
+    text = _footer_text(curves, models, missing, seed, footer, "dashed = training error, bold = test error")
+    fig, axes = _new_figure(len(panels), text)
+    for ax, (title, panel_models) in zip(axes, panels):
+        for model in panel_models:
+            if model in missing:
+                continue
+            colour = depth_colour(model_depth(model))
+            label = (labels or {}).get(model, model_label(model))
+            train = model_curve(curves, model, TRAIN, seed=seed)
+            test = model_curve(curves, model, TEST, seed=seed)
+            ax.plot(train.index / xscale, train.to_numpy(), color=colour, **TRAIN_STYLE,
+                    label=None if len(test) else label)
+            ax.plot(test.index / xscale, test.to_numpy(), color=colour, **TEST_STYLE, label=label)
+        ax.set_title(title)
+        _style_axes(ax, ylim=ylim, xscale=xscale, ylabel="error (%)")
+    return fig
+
+
+def plot_train_test_panels(curves: pd.DataFrame, models, *, footer: str, ylim=(0, 20), xscale: float = 1e4,
+                           seed: int | None = None, labels: dict[str, str] | None = None) -> Figure:
+    """Fig. 1 style: training error (left) and test error (right) of `models`, labelled "20-layer" etc."""
+    missing = missing_models(curves, models, seed=seed)
+    text = _footer_text(curves, models, missing, seed, footer, "left: training error, right: test error")
+    fig, (left, right) = _new_figure(2, text)
+    # Fig. 1 labels by depth alone ("20-layer"); that is ambiguous once plain and residual nets mix.
+    one_kind = len({re.sub(r"\d+$", "", m) for m in models}) == 1
+    for model in dict.fromkeys(models):
+        if model in missing:
+            continue
+        colour = depth_colour(model_depth(model))
+        default = f"{model_depth(model)}-layer" if one_kind else model_label(model)
+        label = (labels or {}).get(model, default)
+        for ax, metric in ((left, TRAIN), (right, TEST)):
+            curve = model_curve(curves, model, metric, seed=seed)
+            ax.plot(curve.index / xscale, curve.to_numpy(), color=colour, **PANEL_STYLE, label=label)
+    _style_axes(left, ylim=ylim, xscale=xscale, ylabel="training error (%)")
+    _style_axes(right, ylim=ylim, xscale=xscale, ylabel="test error (%)")
+    return fig
+
+
+def save_figure(fig: Figure, path_without_suffix) -> list[Path]:
+    """Write `fig` as PNG (150 dpi) and PDF next to each other; return both paths."""
+    base = Path(path_without_suffix)
+    base.parent.mkdir(parents=True, exist_ok=True)
+    png = base.parent / f"{base.name}.png"
+    pdf = base.parent / f"{base.name}.pdf"
+    fig.savefig(png, dpi=150)
+    # No creation date in the PDF, so regenerating an unchanged figure gives an identical file.
+    fig.savefig(pdf, metadata={"CreationDate": None})
+    return [png, pdf]
