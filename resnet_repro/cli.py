@@ -7,7 +7,7 @@ import sys
 from resnet_repro.errors import UserError
 
 # Each module defines `register(subparsers)`, which adds its parser and sets `func(args) -> int`.
-COMMANDS = ["models", "train", "run", "report", "evaluate"]
+COMMANDS = ["models", "train", "run", "report"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,13 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"resnet_repro.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"resnet_repro.commands.{name}":
-                continue  # command not built yet
-            raise
-        module.register(subparsers)
+        importlib.import_module(f"resnet_repro.commands.{name}").register(subparsers)
     return parser
 
 

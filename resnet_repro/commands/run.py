@@ -1,0 +1,114 @@
+"""`resnet-repro run ARTIFACT --profile P`: train an artifact's runs (cached, resumable), then render it."""
+
+import argparse
+import time
+from pathlib import Path
+
+from resnet_repro.commands.train import add_hardware_arguments, format_seconds, hardware_from_args
+from resnet_repro.data.cifar10 import DataConfig
+from resnet_repro.errors import UserError
+from resnet_repro.experiment import PROFILES, Experiment, get_profile, plan_runs, skipped_models
+from resnet_repro.spec import run_id
+
+# Achieved training rate of our pipeline on the reference 2-core CPU (results/benchmarks/throughput.md):
+# used only to print rough cost estimates.
+CPU_GFLOPS = 75.0
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", default="quick", help=f"one of {', '.join(PROFILES)} (default: quick)")
+    parser.add_argument("--only", default=None, help="train just this run (a run id or model name), e.g. for one job of a cluster array")
+    parser.add_argument("--force", action="store_true", help="retrain runs that already finished")
+    parser.add_argument("--jobs", type=int, default=1, help="train this many runs at once on the device")
+    parser.add_argument("--runs-dir", default="runs", help="where runs are logged and cached (default: runs/)")
+    parser.add_argument("--results-dir", default="results", help="where figures and tables go (default: results/)")
+    parser.add_argument("--list", action="store_true", help="list the runs and their estimated cost, train nothing")
+    add_hardware_arguments(parser)
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("run", help="train and render one paper artifact (fig1, fig6, table6, ...)",
+                                   description=__doc__)
+    parser.add_argument("artifact", nargs="?", help="artifact id; omit with --list to list them all")
+    add_run_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from resnet_repro.runner import list_experiments, load_experiment
+
+    if args.artifact is None:
+        if not args.list:
+            raise UserError(f"name an artifact ({', '.join(list_experiments())}) or pass --list")
+        for artifact in list_experiments():
+            print_plan(load_experiment(artifact), args.profile)
+        return 0
+    return execute(load_experiment(args.artifact), args)
+
+
+def main(experiment: Experiment, argv=None) -> int:
+    """Entry point of `python experiments/<artifact>.py`: the same flags as `resnet-repro run`."""
+    import sys
+
+    parser = argparse.ArgumentParser(prog=f"experiments/{experiment.id}.py", description=experiment.caption)
+    add_run_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return execute(experiment, args)
+    except UserError as exc:
+        print(f"{experiment.id}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def execute(experiment: Experiment, args) -> int:
+    from resnet_repro.report import render_experiment, write_results_index
+    from resnet_repro.runner import run_experiment
+
+    profile = get_profile(args.profile)
+    if args.list:
+        print_plan(experiment, args.profile)
+        return 0
+    if args.jobs < 1:
+        raise UserError(f"--jobs must be at least 1, got {args.jobs}")
+    data = DataConfig(data=args.data, root=args.data_root)
+    runs_dir, results_dir = Path(args.runs_dir), Path(args.results_dir)
+    started = time.perf_counter()
+    run_experiment(experiment, profile, runs_dir=runs_dir, results_dir=results_dir, data=data,
+                   hardware=hardware_from_args(args), only=args.only, force=args.force, jobs=args.jobs,
+                   wandb=args.wandb, progress=args.progress)
+    if args.only is not None:
+        print(f"trained {args.only}; render the artifact once all its runs are done: resnet-repro report {experiment.id} --profile {profile.name}")
+        return 0
+    written = render_experiment(experiment, profile, runs_dir, results_dir, wandb=args.wandb)
+    write_results_index(results_dir)
+    print(f"{experiment.id} ({profile.name}) done in {format_seconds(time.perf_counter() - started)}: "
+          + ", ".join(str(p) for p in written))
+    return 0
+
+
+def estimated_cost(model: str, iterations: int, batch_size: int) -> float:
+    """Training multiply-adds x 3 (forward + backward) x 2 FLOPs, for a rough time estimate."""
+    import torch
+
+    from resnet_repro.flops import count_multiply_adds
+    from resnet_repro.models import build_model, model_info
+
+    with torch.device("meta"):
+        net = build_model(model)
+    return 3 * 2 * count_multiply_adds(net, model_info(model).input_size) * batch_size * iterations
+
+
+def print_plan(experiment: Experiment, profile_name: str) -> None:
+    """The runs of an artifact under a profile, with an estimated CPU time."""
+    profile = get_profile(profile_name)
+    specs = plan_runs(experiment, profile)
+    flops = [estimated_cost(s.model, s.schedule.max_iters, s.batch_size) for s in specs]
+    hours = sum(flops) / (CPU_GFLOPS * 1e9) / 3600
+    print(f"{experiment.id} [{profile.name}]: {experiment.caption.split('. ')[0]}.")
+    for spec, f in zip(specs, flops):
+        print(f"  {run_id(spec):28s} {spec.schedule.max_iters:>6d} iterations  {f / 1e15:8.2f} PFLOP")
+    skipped = skipped_models(experiment, profile)
+    if skipped:
+        print(f"  not in this profile: {', '.join(skipped)}")
+    print(f"  total {sum(flops) / 1e15:.2f} PFLOP: about {hours:.1f} h on a 2-core CPU at {CPU_GFLOPS:.0f} GFLOP/s "
+          "(minutes on one modern GPU)")

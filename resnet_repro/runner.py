@@ -1,0 +1,88 @@
+"""Train the runs of an experiment (cached by spec, resumable, optionally several at once), then render.
+
+`resnet-repro run fig6 --profile quick` and `python experiments/fig6.py --profile quick` both land here.
+"""
+
+import dataclasses
+import importlib.util
+import json
+import os
+import shutil
+import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
+from pathlib import Path
+
+from resnet_repro.data.cifar10 import DataConfig
+from resnet_repro.errors import UserError
+from resnet_repro.experiment import Experiment, Profile, plan_runs, select_runs
+from resnet_repro.spec import TrainSpec, run_id
+
+EXPERIMENTS_DIR = Path(os.environ.get("RESNET_REPRO_EXPERIMENTS", Path(__file__).resolve().parents[1] / "experiments"))
+
+
+def list_experiments() -> list[str]:
+    """Artifact ids with a script in experiments/ (fig1, fig6, table6, ...)."""
+    return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.py") if not p.stem.startswith("_"))
+
+
+def load_experiment(artifact: str) -> Experiment:
+    """The EXPERIMENT declared by experiments/<artifact>.py."""
+    path = EXPERIMENTS_DIR / f"{artifact}.py"
+    if not path.exists():
+        raise UserError(f"unknown artifact {artifact!r}: choose one of {', '.join(list_experiments()) or '(none found in ' + str(EXPERIMENTS_DIR) + ')'}")
+    spec = importlib.util.spec_from_file_location(f"resnet_repro_experiments.{artifact}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.EXPERIMENT
+
+
+def run_status(run_dir: Path) -> str | None:
+    """'finished', 'running', 'interrupted', 'diverged', or None when the run was never started."""
+    record = run_dir / "run.json"
+    return json.loads(record.read_text()).get("status") if record.exists() else None
+
+
+def _train_one(spec: TrainSpec, run_dir: Path, resume: bool, options: dict, hardware) -> dict:
+    from resnet_repro.training import RunOptions, train
+
+    return train(spec, RunOptions(run_dir=run_dir, resume=resume, **options), hardware)
+
+
+def run_experiment(experiment: Experiment, profile: Profile, *, runs_dir: Path, results_dir: Path,
+                   data: DataConfig, hardware, only: str | None = None, force: bool = False, jobs: int = 1,
+                   wandb: str = "on", progress: bool = True) -> list[dict]:
+    """Train what is not trained yet (resuming interrupted runs), then render unless `only` was given."""
+    specs = select_runs(plan_runs(experiment, profile, data), only)
+    todo = []
+    for spec in specs:
+        run_dir = runs_dir / run_id(spec)
+        status = run_status(run_dir)
+        if status == "finished" and not force:
+            print(f"{run_id(spec)}: finished earlier, not retrained (--force retrains)")
+            continue
+        resume = (run_dir / "checkpoints" / "last.ckpt").exists() and not force
+        if run_dir.exists() and not resume:
+            shutil.rmtree(run_dir)  # --force, or a run that died before its first checkpoint: start over
+        todo.append((spec, run_dir, resume))
+    print(f"{experiment.id} ({profile.name}): {len(specs)} runs, {len(todo)} to train"
+          + (f", {jobs} at a time" if jobs > 1 and len(todo) > 1 else ""))
+    options = {"wandb": wandb, "group": f"{experiment.id}-{profile.name}", "progress": progress and jobs == 1,
+               "extra_meta": {"profile": profile.name}}
+    records = []
+    if jobs <= 1 or len(todo) <= 1:
+        for spec, run_dir, resume in todo:
+            print(f"{run_id(spec)}: {'resuming' if resume else 'training'} {spec.model} seed {spec.seed}")
+            records.append(_train_one(spec, run_dir, resume, options, hardware))
+    else:
+        # Small CIFAR nets leave a device idle: several runs share it, each with its share of the CPU threads.
+        threads = hardware.threads or max(1, (os.cpu_count() or 1) // jobs)
+        hardware = dataclasses.replace(hardware, threads=threads)
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+            futures = {pool.submit(_train_one, spec, run_dir, resume, options, hardware): spec for spec, run_dir, resume in todo}
+            for future in as_completed(futures):
+                record = future.result()
+                print(f"{record['run_id']}: {record['status']}, test error {record['final'].get('test/error', float('nan')):.2f}%",
+                      flush=True)
+                records.append(record)
+    return records

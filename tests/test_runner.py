@@ -1,0 +1,128 @@
+"""Each artifact's smoke profile end to end (train, log, render) into a temporary results directory."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from resnet_repro.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, tiny_cifar_archive, cifar_cache_root):
+    """runs/ and results/ shared by this module's tests, plus the common flags of a smoke run."""
+    base = tmp_path_factory.mktemp("suite")
+    flags = ["--profile", "smoke", "--data", str(tiny_cifar_archive), "--data-root", str(cifar_cache_root),
+             "--runs-dir", str(base / "runs"), "--results-dir", str(base / "results"), "--wandb", "off",
+             "--no-progress"]
+    return base, flags
+
+
+@pytest.fixture(scope="module")
+def fig1(workspace):
+    base, flags = workspace
+    assert main(["run", "fig1", *flags]) == 0
+    return base
+
+
+def test_fig1_smoke_writes_figure_curves_and_provenance(fig1):
+    out = fig1 / "results" / "fig1"
+    for name in ("fig1-smoke.png", "fig1-smoke.pdf", "fig1-smoke.md", "fig1-smoke-curves.csv", "fig1-smoke-runs.csv"):
+        assert (out / name).stat().st_size > 0, name
+    provenance = json.loads((out / "fig1-smoke-provenance.json").read_text())
+    assert provenance["profile"] == "smoke" and len(provenance["runs"]) == 2 and provenance["missing_runs"] == []
+    curves = pd.read_csv(out / "fig1-smoke-curves.csv")
+    assert set(curves["model"]) == {"plain20", "plain56"}
+    assert curves["step"].max() == 6  # the last iterate is logged and evaluated
+    assert "profile: smoke" in (out / "fig1-smoke.md").read_text()
+    index = (fig1 / "results" / "README.md").read_text()
+    assert "## fig1 (smoke profile)" in index and "fig1/fig1-smoke.png" in index
+
+
+def test_fig6_reuses_finished_runs(fig1, workspace, capsys):
+    base, flags = workspace
+    stamps = {p: p.stat().st_mtime_ns for p in (base / "runs").glob("*/run.json")}
+    assert main(["run", "fig6", *flags]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("finished earlier, not retrained") == 2  # plain20 and plain56 came from fig1
+    for path, stamp in stamps.items():
+        assert path.stat().st_mtime_ns == stamp
+    assert len(list((base / "runs").glob("*/run.json"))) == 4
+    assert (base / "results" / "fig6" / "fig6-smoke.png").exists()
+
+
+def test_table6_holds_the_paper_column_and_ours(fig1, workspace):
+    base, flags = workspace
+    assert main(["run", "table6", *flags]) == 0
+    table = pd.read_csv(base / "results" / "table6" / "table6-smoke.csv")
+    resnet20 = table[(table["method"] == "ResNet") & (table["# layers"] == "20")].iloc[0]
+    assert resnet20["paper error (%)"] == "8.75"
+    assert 0 <= float(resnet20["ours mean"]) <= 100 and resnet20["seeds"] == 1
+    resnet110 = table[(table["method"] == "ResNet") & (table["# layers"] == "110")].iloc[0]
+    assert resnet110["paper error (%)"] == "6.43 (6.61±0.16)" and resnet110["note"] == "not run"
+    assert "Maxout [10]" in set(table["method"])
+
+
+def test_report_rebuilds_identical_tables_from_logs(fig1, workspace):
+    base, flags = workspace
+    assert main(["run", "table6", *flags]) == 0  # everything cached: renders only
+    results = base / "results"
+    before = {p.name: p.read_text() for p in results.glob("*/*.csv")}
+    for path in results.glob("*/*"):
+        path.unlink()
+    assert main(["report", "--runs-dir", str(base / "runs"), "--results-dir", str(results)]) == 0
+    after = {p.name: p.read_text() for p in results.glob("*/*.csv")}
+    assert after == before and len(after) >= 7
+
+
+def test_only_and_unknown_names_are_one_line_errors(fig1, workspace, capsys):
+    base, flags = workspace
+    assert main(["run", "fig1", *flags, "--only", "resnet1202"]) == 2
+    assert main(["run", "fig99", *flags]) == 2
+    assert main(["run", "fig1", *flags[:1], "turbo", *flags[2:]]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and "plain20-s0-" in err[0] and "fig1" in err[1] and "paper, quick, smoke" in err[2]
+
+
+def test_report_without_runs_is_a_user_error(tmp_path, capsys):
+    (tmp_path / "runs").mkdir()
+    assert main(["report", "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results")]) == 2
+    assert "no finished runs" in capsys.readouterr().err
+
+
+def test_experiment_script_equals_the_cli(fig1, workspace):
+    base, flags = workspace
+    done = subprocess.run([sys.executable, str(REPO / "experiments" / "fig1.py"), *flags], capture_output=True, text=True,
+                          cwd=base, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("finished earlier, not retrained") == 2
+
+
+def test_list_prints_runs_and_cost(capsys):
+    assert main(["run", "--list", "--profile", "quick"]) == 0
+    out = capsys.readouterr().out
+    assert "plain56-s0-" in out and "PFLOP" in out and "not in this profile: " in out
+
+
+def test_notebook_runs_on_smoke_results(fig1, workspace):
+    nbformat = pytest.importorskip("nbformat", reason="the dev extra installs nbformat")
+    from nbclient import NotebookClient
+
+    base, flags = workspace
+    main(["run", "table6", *flags])
+    notebook = nbformat.read(REPO / "notebooks" / "results.ipynb", as_version=4)
+    os.environ["RESNET_REPRO_RESULTS"], os.environ["RESNET_REPRO_PROFILE"] = str(base / "results"), "smoke"
+    try:
+        NotebookClient(notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(base)}}).execute()
+    finally:
+        del os.environ["RESNET_REPRO_RESULTS"], os.environ["RESNET_REPRO_PROFILE"]
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    text = json.dumps([o.get("data", {}).get("text/plain", o.get("text", "")) for o in outputs])
+    assert "plain56" in text and "8.75" in text
