@@ -13,44 +13,28 @@ import pandas as pd
 import torch
 
 import resnet_repro
+from resnet_repro import paper
 from resnet_repro.errors import UserError
 from resnet_repro.flops import count_multiply_adds, count_parameters
 from resnet_repro.models import build_model, list_models, model_info
 
 FORMATS = ("table", "csv", "json", "markdown")
 
-# The paper's complexity figures, as data (to be reconciled with resnet_repro/paper.py).
+# The paper's complexity figures, taken from resnet_repro/paper.py (the one copy of the paper's numbers).
 PAPER = {
-    # Table 6, ResNets with option A; millions of parameters.
-    "params_M": {
-        "resnet20": 0.27,
-        "resnet32": 0.46,
-        "resnet44": 0.66,
-        "resnet56": 0.85,
-        "resnet110": 1.7,
-        "resnet1202": 19.4,
-    },
+    # Table 6, ResNets with option A; millions of parameters ("0.27M" -> 0.27).
+    "params_M": {row.model: float(row.params.rstrip("M")) for row in paper.TABLE6 if row.model},
     # Table 1 (one column per depth, plain and residual alike) and Sec. 3.3 (plain-34); 1e9.
     "mult_adds_G": {
-        "plain18": 1.8,
-        "resnet18": 1.8,
-        "plain34": 3.6,
-        "resnet34": 3.6,
-        "resnet50": 3.8,
-        "resnet101": 7.6,
-        "resnet152": 11.3,
+        **{f"resnet{depth}": arch.mult_adds / 1e9 for depth, arch in paper.TABLE1.items()},
+        "plain18": paper.TABLE1[18].mult_adds / 1e9,
+        "plain34": paper.TABLE1[34].mult_adds / 1e9,
     },
-    "vgg19_mult_adds_G": 19.6,  # Sec. 3.3, the paper's comparison point (not built here)
+    "vgg19_mult_adds_G": paper.VGG_MULT_ADDS["vgg19"] / 1e9,  # Sec. 3.3, the comparison point (not built here)
 }
 
 # torchvision's ResNets (option B) as reported by its model docs; not the paper's numbers.
-TORCHVISION_PARAMS = {
-    "resnet18": 11_689_512,
-    "resnet34": 21_797_672,
-    "resnet50": 25_557_032,
-    "resnet101": 44_549_160,
-    "resnet152": 60_192_808,
-}
+TORCHVISION_PARAMS = {f"resnet{depth}": count for depth, count in paper.TORCHVISION_PARAMS.items()}
 
 # Extra rows: (name, keyword arguments), each listed after its default row.
 VARIANTS = [
