@@ -96,7 +96,7 @@ def render_experiment(experiment: Experiment, profile: Profile, runs_dir: Path, 
     }
     (out / f"{experiment.id}-{profile.name}-provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
     if wandb != "off":
-        _log_to_wandb(experiment, profile, written, summary, wandb)
+        _log_to_wandb(experiment, profile, written, summary, wandb, runs_dir)
     return written
 
 
@@ -128,13 +128,15 @@ def findings(summary: pd.DataFrame, profile: Profile) -> list[str]:
     return out
 
 
-def _log_to_wandb(experiment: Experiment, profile: Profile, written: list[Path], summary: pd.DataFrame, mode: str) -> None:
+def _log_to_wandb(experiment: Experiment, profile: Profile, written: list[Path], summary: pd.DataFrame, mode: str,
+                  runs_dir: Path) -> None:
     """Attach the rendered figure and table to the experiment's W&B run group."""
     import wandb
 
     offline = mode == "offline" or not wandb.api.api_key
     run = wandb.init(project="resnet-repro", group=f"{experiment.id}-{profile.name}", job_type="report",
-                     name=f"{experiment.id}-{profile.name}-report", mode="offline" if offline else "online")
+                     name=f"{experiment.id}-{profile.name}-report", mode="offline" if offline else "online",
+                     dir=str(runs_dir))
     for path in written:
         if path.suffix == ".png":
             run.log({experiment.id: wandb.Image(str(path), caption=experiment.caption)})
