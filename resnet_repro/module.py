@@ -70,20 +70,24 @@ class ClassifierModule(pl.LightningModule):
         self._loss_sum = self._wrong_sum = self._seen = None
         self._interval_start = time.perf_counter()
         self._eval_seconds = 0.0
+        self._untimed = 0  # images in the running sums restored from a checkpoint, not timed in this process
+
+    def on_train_start(self) -> None:
+        # Start the clock here, not at construction: throughput must not count decoding, set-up or loading.
+        self._interval_start, self._eval_seconds = time.perf_counter(), 0.0
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y, _ = batch
         logits = self(x)
         loss = F.cross_entropy(logits, y)
-        with torch.no_grad():
+        with torch.no_grad():  # device-side sums: no host sync until the interval is logged
             wrong = (logits.argmax(1) != y).sum()
-            n = torch.tensor(len(y), device=y.device)
             if self._loss_sum is None:
-                self._loss_sum, self._wrong_sum, self._seen = loss.detach() * len(y), wrong, n
+                self._loss_sum, self._wrong_sum = loss.detach() * len(y), wrong
             else:
                 self._loss_sum += loss.detach() * len(y)
                 self._wrong_sum += wrong
-                self._seen += n
+            self._seen = (self._seen or 0) + len(y)
         if (self.global_step + 1) % self.spec.log_every == 0:
             self._log_interval()
         return loss
@@ -91,7 +95,8 @@ class ClassifierModule(pl.LightningModule):
     def _log_interval(self) -> None:
         """Running means over the interval (the paper's dashed curves), lr, throughput; one host sync."""
         reduce = self.trainer.strategy.reduce
-        sums = torch.stack([self._loss_sum, self._wrong_sum.float(), self._seen.float()])
+        sums = torch.stack([self._loss_sum.float(), self._wrong_sum.float(),
+                            torch.tensor(float(self._seen), device=self._loss_sum.device)])
         loss_sum, wrong_sum, seen = reduce(sums, reduce_op="sum").tolist()
         iteration = self.global_step + 1
         if not math.isfinite(loss_sum):
@@ -103,7 +108,7 @@ class ClassifierModule(pl.LightningModule):
             "train/loss": loss_sum / seen,
             "train/error": 100.0 * wrong_sum / seen,
             "lr": self.lr_at(self.global_step),
-            "throughput": seen / seconds if seconds > 0 else float("nan"),
+            "throughput": (seen - self._untimed) / seconds if seconds > 0 else float("nan"),
         }
         self.log_dict(metrics, on_step=True, on_epoch=False, prog_bar=False, sync_dist=False)
         self.log_dict({"err": metrics["train/error"], "img/s": metrics["throughput"]}, prog_bar=True, logger=False)
@@ -134,16 +139,32 @@ class ClassifierModule(pl.LightningModule):
             self.last_eval[f"{split}/loss"] = loss_sum / seen
             self.log(f"{split}/error", self.last_eval[f"{split}/error"], prog_bar=(split == "test"))
             self.log(f"{split}/loss", self.last_eval[f"{split}/loss"])
+        # Inside fit Lightning logs an evaluation at step global_step - 1, but a separate trainer.validate()
+        # of the last iterate at global_step. Logging "step" (Lightning's documented override of the x
+        # value) puts both on the iteration evaluated, minus one like the train rows (records adds the 1).
+        self.log("step", float(self.global_step - 1))
         self.last_eval["step"] = self.global_step
         self._eval_seconds += time.perf_counter() - self._eval_started
 
     # -- checkpoint state beyond weights and optimizer ---------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # A checkpoint follows an optimizer step whose loss has not been checked yet (checks happen once
+        # per logging interval): refusing non-finite weights keeps the last good last.ckpt in place.
+        if not all(torch.isfinite(v).all() for v in checkpoint["state_dict"].values() if v.is_floating_point()):
+            raise NonFiniteLossError(
+                f"weights became non-finite before iteration {self.global_step}; the last checkpoint holds "
+                "the last finite state (try a lower --lr or enable warm-up)")
         checkpoint["warmup_ended_at"] = self.warmup_ended_at
         checkpoint["last_train"] = self.last_train
         checkpoint["last_eval"] = self.last_eval
+        # A Ctrl-C checkpoint can fall inside a logging interval: keep its running sums so the resumed run
+        # logs the same running mean as an uninterrupted one.
+        checkpoint["running_sums"] = [s.item() if torch.is_tensor(s) else s for s in (self._loss_sum, self._wrong_sum, self._seen)]
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.warmup_ended_at = checkpoint.get("warmup_ended_at")
         self.last_train = checkpoint.get("last_train", {})
         self.last_eval = checkpoint.get("last_eval", {})
+        # Python numbers: the first `+=` in training_step turns them into tensors on the right device.
+        self._loss_sum, self._wrong_sum, self._seen = checkpoint.get("running_sums", (None, None, None))
+        self._untimed = self._seen or 0

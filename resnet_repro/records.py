@@ -17,8 +17,10 @@ METRICS = ["train/error", "train/loss", "test/error", "test/loss", "val/error", 
 def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame]:
     """One run's record (run.json) and its curves (metrics.csv, one row per logged iteration)."""
     record = json.loads((run_dir / "run.json").read_text())
-    csv = run_dir / "metrics.csv"
-    raw = pd.read_csv(csv) if csv.exists() and csv.stat().st_size else pd.DataFrame({"step": []})
+    # A resumed run keeps its earlier logs as metrics-0.csv, metrics-1.csv, ... (see training.py).
+    parts = sorted(run_dir.glob("metrics-*.csv"), key=lambda p: int(p.stem.split("-")[1])) + [run_dir / "metrics.csv"]
+    frames = [pd.read_csv(p) for p in parts if p.exists() and p.stat().st_size]
+    raw = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({"step": []})
     # Lightning writes train and eval metrics of one step on separate rows, and a resumed run may log a
     # step twice (after its last checkpoint and again after resuming): keep the last value per step.
     present = [m for m in METRICS if m in raw.columns]

@@ -5,6 +5,7 @@ CSVLogger: the source of truth for plots and tables) and `checkpoints/last.ckpt`
 """
 
 import json
+import logging
 import os
 import platform
 import signal
@@ -17,15 +18,22 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 
 from resnet_repro.data.cifar10 import CIFAR10DataModule
 from resnet_repro.errors import UserError
 from resnet_repro.module import ClassifierModule, NonFiniteLossError
-from resnet_repro.spec import TrainSpec
+from resnet_repro.spec import TrainSpec, spec_digest
 
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
+
+# Lightning's start-up banners (GPU/TPU availability, tips) would repeat for every run of an experiment.
+logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+logging.getLogger("lightning.pytorch.accelerators.cuda").setLevel(logging.WARNING)
+warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
 
 
 @dataclass(frozen=True)
@@ -55,29 +63,48 @@ class RunOptions:
 
 
 class _StopOnInterrupt(Callback):
-    """Ctrl-C finishes the current iteration, saves `last.ckpt` and stops; `--resume` continues."""
+    """Ctrl-C finishes the current iteration, saves `last.ckpt` and stops; `--resume` continues.
+
+    With several processes (DDP) they must stop at the same iteration, so the flag is shared across
+    ranks at logging steps only (one small all-reduce per interval, none per iteration).
+    """
 
     def __init__(self, checkpoint: ModelCheckpoint):
         self.checkpoint, self.interrupted, self._previous = checkpoint, False, None
+        self._stopped = False
 
     def on_fit_start(self, trainer, pl_module) -> None:
         def handler(signum, frame):
             self.interrupted = True
 
-        if trainer.is_global_zero and hasattr(signal, "SIGINT"):
+        if hasattr(signal, "SIGINT"):
             try:
                 self._previous = signal.signal(signal.SIGINT, handler)
             except ValueError:  # not the main thread: leave Ctrl-C to Lightning
                 self._previous = None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self.interrupted and not trainer.should_stop:
+        if self._stopped:
+            return
+        if trainer.world_size > 1:
+            if trainer.global_step % pl_module.spec.log_every:
+                return
+            self.interrupted = trainer.strategy.reduce_boolean_decision(self.interrupted, all=False)
+        if self.interrupted:
             trainer.save_checkpoint(Path(self.checkpoint.dirpath) / "last.ckpt")
-            trainer.should_stop = True
+            # Not `trainer.should_stop`: that makes Lightning run an extra evaluation and re-log this step's
+            # train row, so resumed curves would differ. End the loop as if max_steps were reached instead.
+            trainer.fit_loop.epoch_loop.max_steps = trainer.global_step
+            self._stopped = True
 
     def on_fit_end(self, trainer, pl_module) -> None:
+        self.restore()
+
+    def restore(self) -> None:
+        """Give Ctrl-C back to the handler it had before the run."""
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
 
 
 class _IterationBar(TQDMProgressBar):
@@ -159,11 +186,41 @@ def train(spec: TrainSpec, options: RunOptions, hardware: Hardware = Hardware(),
     record_path = run_dir / "run.json"
     if options.resume and not last.exists():
         raise UserError(f"nothing to resume in {run_dir}: no checkpoints/last.ckpt (run without --resume to start)")
-    if not options.resume and record_path.exists():
+    previous = json.loads(record_path.read_text()) if options.resume and record_path.exists() else {}
+    if previous and spec_digest(TrainSpec.from_dict(previous["spec"])) != spec_digest(spec):
+        old, new = _flat(previous["spec"]), _flat(spec.to_dict())
+        changed = ", ".join(f"{k} {old.get(k)} -> {new.get(k)}" for k in sorted(new) if old.get(k) != new.get(k))
+        raise UserError(f"{run_dir} was started with other settings ({changed}); resume with the same flags")
+    # Under DDP the launcher re-runs this function in every process (torchrun, SLURM, or Lightning's own
+    # launcher starting ranks 1.. from inside fit): only global rank 0 checks and writes the run's files.
+    is_zero = rank_zero_only.rank == 0
+    if is_zero and not options.resume and record_path.exists():
         raise UserError(f"{run_dir} already holds a run: pass --resume to continue it or choose another --out")
+
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=spec.checkpoint_every)
+    interrupt = _StopOnInterrupt(checkpoint)
+    loggers = [CSVLogger(save_dir=run_dir, name="", version="")]
+    wandb_logger = _wandb_logger(spec, options)
+    if wandb_logger is not None:
+        loggers.append(wandb_logger)
+    # The Trainer is built before anything is written, so that bad hardware flags (--accelerator gpu
+    # without a GPU, a --strategy typo) give a one-line error and leave no half-made run behind.
+    try:
+        trainer = pl.Trainer(
+            max_steps=spec.schedule.max_iters, max_epochs=-1, val_check_interval=spec.eval_every,
+            check_val_every_n_epoch=None, log_every_n_steps=spec.log_every, num_sanity_val_steps=0,
+            accelerator=hardware.accelerator, devices=_devices(hardware.devices), num_nodes=hardware.num_nodes,
+            strategy=hardware.strategy, precision=hardware.precision, deterministic=hardware.deterministic,
+            logger=loggers, callbacks=[checkpoint, interrupt, *([_IterationBar()] if options.progress else [])],
+            enable_progress_bar=options.progress, enable_model_summary=False, use_distributed_sampler=False,
+            default_root_dir=run_dir, benchmark=not hardware.deterministic,  # cuDNN autotuning: shapes are fixed
+        )
+    except (MisconfigurationException, ValueError, TypeError) as exc:
+        flags = f"--accelerator {hardware.accelerator} --devices {hardware.devices} --strategy {hardware.strategy}"
+        raise UserError(f"cannot train with {flags}: {str(exc).splitlines()[0]}") from None
+
     run_dir.mkdir(parents=True, exist_ok=True)
 
-    previous = json.loads(record_path.read_text()) if options.resume and record_path.exists() else {}
     record = {
         "run_id": run_dir.name, "status": "running", "spec": spec.to_dict(), **(options.extra_meta or {}),
         "hardware_flags": hardware.__dict__, "data_source": dm.source, **provenance(),
@@ -172,43 +229,42 @@ def train(spec: TrainSpec, options: RunOptions, hardware: Hardware = Hardware(),
         "started": previous.get("started", time.strftime("%Y-%m-%dT%H:%M:%S%z")),
         "wall_time_s": previous.get("wall_time_s", 0.0),
     }
-    write_json(record_path, record)
-
-    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=spec.checkpoint_every)
-    interrupt = _StopOnInterrupt(checkpoint)
-    loggers = [CSVLogger(save_dir=run_dir, name="", version="")]
-    wandb_logger = _wandb_logger(spec, options)
-    if wandb_logger is not None:
-        loggers.append(wandb_logger)
-    trainer = pl.Trainer(
-        max_steps=spec.schedule.max_iters, max_epochs=-1, val_check_interval=spec.eval_every,
-        check_val_every_n_epoch=None, log_every_n_steps=spec.log_every, num_sanity_val_steps=0,
-        accelerator=hardware.accelerator, devices=_devices(hardware.devices), num_nodes=hardware.num_nodes,
-        strategy=hardware.strategy, precision=hardware.precision, deterministic=hardware.deterministic,
-        logger=loggers, callbacks=[checkpoint, interrupt, *([_IterationBar()] if options.progress else [])],
-        enable_progress_bar=options.progress, enable_model_summary=False, use_distributed_sampler=False,
-        default_root_dir=run_dir,
-    )
+    if is_zero:
+        write_json(record_path, record)
+        _keep_previous_metrics(run_dir)
     started = time.perf_counter()
     with warnings.catch_warnings():
         # Our loaders yield only indices; pixels are gathered on the device, so workers would not help.
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*is not resumable.*")  # our data order is a function of the step
+        warnings.filterwarnings("ignore", message=".*has `__len__` defined.*")  # one process yields all batches
+        warnings.filterwarnings("ignore", message=".*exists and is not empty.*")  # see _keep_previous_metrics
+        # Evaluation metrics are summed over ranks by the module itself before they are logged.
+        warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting.*")
         try:
             trainer.fit(module, datamodule=dm, ckpt_path=str(last) if options.resume else None)
             if not interrupt.interrupted and module.last_eval.get("step") != trainer.global_step:
                 trainer.validate(module, datamodule=dm, verbose=False)  # the last iterate is always evaluated
-        except NonFiniteLossError:
-            record.update(status="diverged", wall_time_s=record["wall_time_s"] + time.perf_counter() - started)
-            write_json(record_path, record)
+        except Exception as exc:
+            status = "diverged" if isinstance(exc, NonFiniteLossError) else f"failed: {type(exc).__name__}"
+            record.update(status=status, wall_time_s=record["wall_time_s"] + time.perf_counter() - started)
+            if is_zero:
+                write_json(record_path, record)
             raise
         finally:
+            # A run that raised (divergence, a crash) skips on_fit_end, and Lightning's teardown re-installs
+            # the handlers it found at fit start, ours included: without this, Ctrl-C would no longer reach
+            # the rest of the process (the next run of an experiment, a notebook).
+            interrupt.restore()
             if wandb_logger is not None:
                 import wandb
 
                 wandb.finish()
     record["wall_time_s"] += time.perf_counter() - started
+    if trainer.world_size > 1:
+        record["hardware"] += f"; {trainer.world_size} processes ({hardware.strategy}, {trainer.num_nodes} node(s))"
     record.update(
+        world_size=trainer.world_size,
         status="interrupted" if interrupt.interrupted else "finished", iterations=trainer.global_step,
         warmup=module.warmup, warmup_end_iter=module.warmup_ended_at,
         final={**{k: v for k, v in module.last_train.items()}, **{k: v for k, v in module.last_eval.items() if k != "step"}},
@@ -217,6 +273,25 @@ def train(spec: TrainSpec, options: RunOptions, hardware: Hardware = Hardware(),
     if trainer.is_global_zero:
         write_json(record_path, record)
     return record
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    """{"schedule": {"lr": 0.1}} -> {"schedule.lr": 0.1}, to name what changed."""
+    out = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def _keep_previous_metrics(run_dir: Path) -> None:
+    """Lightning's CSVLogger deletes an existing metrics.csv; a resumed run keeps it as metrics-K.csv."""
+    current = run_dir / "metrics.csv"
+    if current.exists():
+        parts = len(list(run_dir.glob("metrics-*.csv")))
+        os.replace(current, run_dir / f"metrics-{parts}.csv")
 
 
 def _devices(devices: str):

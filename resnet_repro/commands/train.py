@@ -40,6 +40,8 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
 def add_hardware_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default=None, help="CIFAR-10 source: torchvision root, ImageFolder dir or .tar/.tar.gz/.zip (default: $RESNET_REPRO_DATA)")
     parser.add_argument("--data-root", default=None, help="cache directory (default: ~/.cache/resnet-repro)")
+    parser.add_argument("--allow-partial", action="store_true",
+                        help="accept a source without all 60,000 images (tests and tiny runs only)")
     parser.add_argument("--accelerator", default="auto", help="cpu, gpu or auto (Lightning)")
     parser.add_argument("--devices", default="1", help="device count or list (Lightning)")
     parser.add_argument("--num-nodes", type=int, default=1)
@@ -59,7 +61,7 @@ def spec_from_args(args, model: str) -> TrainSpec:
     if milestones is None and args.iterations != Schedule().max_iters:
         schedule = dataclasses.replace(schedule.scaled(args.iterations), lr=args.lr, warmup=args.warmup)
     data = DataConfig(data=args.data, root=args.data_root, val_split=args.val_split, normalize=args.normalize,
-                      augment=args.augment)
+                      augment=args.augment, full=not args.allow_partial)
     return TrainSpec(model=model, shortcut=args.shortcut, schedule=schedule, batch_size=args.batch_size,
                      seed=args.seed, data=data, log_every=args.log_every, eval_every=args.eval_every,
                      checkpoint_every=args.checkpoint_every)
@@ -103,6 +105,10 @@ def run(args) -> int:
     except NonFiniteLossError as exc:
         print(f"resnet-repro train: stopped: {exc}", file=sys.stderr)
         return 1
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    if rank_zero_only.rank != 0:  # under DDP every process returns here; one summary is enough
+        return 0
     final = record["final"]
     where = f"logs in {run_dir}/ (metrics.csv, run.json)"
     if record["status"] == "interrupted":

@@ -1,0 +1,128 @@
+"""Tests for resnet_repro.records: run directories (run.json + Lightning CSV logs) -> summary and curves."""
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from resnet_repro.errors import UserError
+from resnet_repro.records import METRICS, data_copy, load_runs, read_run, summary_row
+
+# Lightning's CSVLogger layout: one header over the union of keys, train and eval rows of a step apart,
+# `step` = optimizer steps completed before the logging call (iteration - 1).
+HEADER = ["epoch", "lr", "step", "test/error", "test/loss", "throughput", "train/error", "train/loss"]
+
+
+def csv_rows(*rows: dict) -> str:
+    lines = [",".join(HEADER)]
+    lines += [",".join("" if row.get(col) is None else str(row[col]) for col in HEADER) for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def train_row(step: int, error: float, lr: float = 0.1) -> dict:
+    return {"epoch": 0, "lr": lr, "step": step, "throughput": 900.0, "train/error": error, "train/loss": error / 40}
+
+
+def eval_row(step: int, error: float) -> dict:
+    return {"epoch": 0, "step": step, "test/error": error, "test/loss": error / 30}
+
+
+def write_run(runs: Path, name: str, *, status: str = "finished", model: str = "resnet20", seed: int = 0,
+              metrics: dict[str, str] | None = None, **extra) -> Path:
+    run_dir = runs / name
+    run_dir.mkdir(parents=True)
+    record = {"run_id": name, "status": status, "spec": {"model": model, "seed": seed, "shortcut": None,
+                                                          "schedule": {"max_iters": 4}}, **extra}
+    (run_dir / "run.json").write_text(json.dumps(record))
+    for filename, text in (metrics or {}).items():
+        (run_dir / filename).write_text(text)
+    return run_dir
+
+
+def test_read_run_merges_train_and_eval_rows_of_a_step(tmp_path):
+    text = csv_rows(train_row(1, 80.0), train_row(3, 60.0), eval_row(3, 55.0))
+    record, curves = read_run(write_run(tmp_path, "r", metrics={"metrics.csv": text}))
+    assert record["run_id"] == "r"
+    assert curves["step"].tolist() == [2, 4]
+    last = curves.set_index("step").loc[4]
+    assert (last["train/error"], last["test/error"], last["lr"]) == (60.0, 55.0, 0.1)
+    assert math.isnan(curves.set_index("step").loc[2, "test/error"])
+
+
+def test_read_run_step_is_the_iteration(tmp_path):
+    # Lightning logs the metrics of iteration i (1-based) at step i - 1.
+    text = csv_rows(train_row(19, 70.0), eval_row(19, 65.0), train_row(39, 50.0))
+    _, curves = read_run(write_run(tmp_path, "r", metrics={"metrics.csv": text}))
+    assert curves["step"].tolist() == [20, 40]
+
+
+def test_read_run_has_every_metric_column_and_the_run_labels(tmp_path):
+    _, curves = read_run(write_run(tmp_path, "r", model="plain56", seed=3,
+                                   metrics={"metrics.csv": csv_rows(train_row(1, 90.0))}))
+    assert list(curves.columns) == ["run_id", "model", "seed", "step", *METRICS]
+    assert curves["val/error"].isna().all()  # not logged without a val split, but always a column
+    assert (curves["run_id"].iloc[0], curves["model"].iloc[0], curves["seed"].iloc[0]) == ("r", "plain56", 3)
+
+
+def test_read_run_without_metrics_gives_empty_curves(tmp_path):
+    _, curves = read_run(write_run(tmp_path, "r"))
+    assert len(curves) == 0 and "test/error" in curves.columns
+
+
+def test_read_run_reads_the_parts_of_a_resumed_run_in_order(tmp_path):
+    # training.py keeps each earlier log as metrics-K.csv; a step logged twice keeps its latest value.
+    parts = {f"metrics-{k}.csv": csv_rows(train_row(2 * k + 1, 90.0 - k)) for k in range(11)}
+    parts["metrics-2.csv"] = csv_rows(train_row(5, 88.0), train_row(21, 1.0))  # stale: redone after resuming
+    parts["metrics-10.csv"] = csv_rows(train_row(21, 80.0))
+    parts["metrics.csv"] = csv_rows(train_row(23, 70.0), eval_row(23, 69.0))
+    _, curves = read_run(write_run(tmp_path, "r", metrics=parts))
+    by_step = curves.set_index("step")
+    assert by_step.index.tolist() == list(range(2, 25, 2))
+    assert by_step.loc[22, "train/error"] == 80.0  # metrics-10 is newer than metrics-2, though it sorts first as text
+    assert by_step.loc[24, "test/error"] == 69.0
+
+
+def test_summary_row_has_last_iterate_metrics_and_provenance():
+    record = {"run_id": "resnet110-s1-abc", "status": "finished", "iterations": 64_000, "params": 1_700_000,
+              "spec": {"model": "resnet110", "seed": 1, "shortcut": None, "schedule": {"max_iters": 64_000}},
+              "final": {"train/error": 0.5, "test/error": 6.43, "test/loss": 0.3},
+              "data_source": {"jpeg_copy": True, "sha256": "fdf0b4f6a0ce0e8a5d81"}, "commit": "abc123",
+              "warmup_end_iter": 400, "wall_time_s": 3600.0}
+    row = summary_row(record)
+    assert (row["model"], row["depth"], row["residual"], row["shortcut"], row["seed"]) == ("resnet110", 110, True, "A", 1)
+    assert (row["final_test_error"], row["final_train_error"], row["warmup_end_iter"]) == (6.43, 0.5, 400)
+    assert row["data_copy"] == "cifar10-jpg q75 sha256:fdf0b4f6" and row["commit"] == "abc123"
+    assert summary_row({**record, "spec": {**record["spec"], "model": "plain20"}})["residual"] is False
+
+
+@pytest.mark.parametrize("source, label", [
+    ({}, "unknown"),
+    ({"jpeg_copy": True, "sha256": "fdf0b4f6a0"}, "cifar10-jpg q75 sha256:fdf0b4f6"),
+    ({"jpeg_copy": False, "kind": "torchvision", "sha256": "1234567890"}, "cifar10 (torchvision) sha256:12345678"),
+])
+def test_data_copy_says_which_copy_a_run_used(source, label):
+    assert data_copy(source) == label
+
+
+def test_load_runs_keeps_finished_runs_unless_asked(tmp_path):
+    metrics = {"metrics.csv": csv_rows(train_row(3, 50.0), eval_row(3, 45.0))}
+    write_run(tmp_path, "a", metrics=metrics, final={"test/error": 45.0})
+    write_run(tmp_path, "b", metrics=metrics, status="interrupted")
+    write_run(tmp_path, "c", metrics=metrics, seed=1, final={"test/error": 44.0})
+    summary, curves = load_runs(tmp_path)
+    assert summary["run_id"].tolist() == ["a", "c"] and set(curves["run_id"]) == {"a", "c"}
+    assert summary.set_index("run_id").loc["c", "final_test_error"] == 44.0
+    summary, _ = load_runs(tmp_path, finished_only=False)
+    assert summary["run_id"].tolist() == ["a", "b", "c"]
+    summary, curves = load_runs(tmp_path, ["c"])
+    assert summary["run_id"].tolist() == ["c"] and curves["step"].tolist() == [4]
+
+
+def test_load_runs_without_runs_says_what_to_do(tmp_path):
+    write_run(tmp_path, "a", status="running")
+    with pytest.raises(UserError, match="no finished runs"):
+        load_runs(tmp_path)
+    with pytest.raises(UserError, match="no runs"):
+        load_runs(tmp_path / "empty", finished_only=False)

@@ -1,0 +1,447 @@
+"""Tests for resnet_repro.training, module and the `train` command: logs, warm-up, exact resume, NaN, bad input.
+
+Runs are real Lightning runs of `resnet8` (6n+2 with n=1) for a few dozen iterations on tiny generated
+CIFAR-10 look-alikes, one torch thread each, so that resumed and uninterrupted runs can match exactly.
+"""
+
+import dataclasses
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from resnet_repro.cli import main
+from resnet_repro.data.cifar10 import CIFAR10DataModule, DataConfig
+from resnet_repro.data.sources import CIFAR10_CLASSES
+from resnet_repro.errors import UserError
+from resnet_repro.module import ClassifierModule, NonFiniteLossError
+from resnet_repro.records import read_run
+from resnet_repro.schedules import step_lr
+from resnet_repro.spec import Schedule, TrainSpec
+from resnet_repro.training import Hardware, RunOptions, train
+
+SHARED_SHA256 = "fdf0b4f6a0ce0e8a5d81bb436b49a9fb87e6911e1442da8db80f1a61ec5517e3"
+CURVE_COLUMNS = ["lr", "train/loss", "train/error", "test/error", "test/loss"]
+CPU1 = Hardware(accelerator="cpu", threads=1)
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """`--threads 1` in the CLI tests sets one torch thread; give the rest of the session its threads back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def learnable_cifar(tmp_path_factory) -> Path:
+    """An ImageFolder of 16 train + 4 test noisy images per class, each class a close shade of grey.
+
+    Learnable, but slowly enough at lr 0.01 that the paper's warm-up ends after a few logged intervals.
+    """
+    root = tmp_path_factory.mktemp("learnable-cifar")
+    rng = np.random.default_rng(0)
+    palette = 128 + rng.integers(-20, 21, size=(10, 3))
+    for split, count in (("train", 16), ("test", 4)):
+        for label, cls in enumerate(CIFAR10_CLASSES):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(count):
+                pixels = np.clip(palette[label] + rng.normal(0, 40, size=(32, 32, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(root / split / cls / f"{i:04d}.png")
+    return root
+
+
+def tiny_spec(data: Path, cache_root: Path, *, iters: int = 20, milestones=(10, 15), lr: float = 0.1,
+              warmup: str = "auto", val_split: int = 0, **kwargs) -> TrainSpec:
+    """resnet8, batch 16, logging every 2 iterations, evaluating every 6 (not a divisor of 20)."""
+    settings = dict(log_every=2, eval_every=6, checkpoint_every=4) | kwargs
+    return TrainSpec(model="resnet8", schedule=Schedule(max_iters=iters, milestones=milestones, lr=lr, warmup=warmup),
+                     batch_size=16, data=DataConfig(data=str(data), root=str(cache_root), val_split=val_split, full=False),
+                     **settings)
+
+
+def warmup_spec(data: Path, cache_root: Path) -> TrainSpec:
+    return tiny_spec(data, cache_root, iters=60, milestones=(45, 55), warmup="on", log_every=4, eval_every=10)
+
+
+def run(spec: TrainSpec, run_dir: Path, *, resume: bool = False) -> dict:
+    """train() on one CPU thread, giving the process its threads back afterwards."""
+    threads = torch.get_num_threads()
+    try:
+        return train(spec, RunOptions(run_dir=run_dir, resume=resume, wandb="off", progress=False), CPU1)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def interrupted_run(spec: TrainSpec, run_dir: Path, after: int, monkeypatch) -> dict:
+    """Train `spec` and press Ctrl-C (a real SIGINT) during iteration `after`, so `after` iterations finish."""
+    original = ClassifierModule.on_train_batch_start
+
+    def ctrl_c(self, batch, batch_idx):
+        if self.global_step == after - 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, batch, batch_idx)
+
+    before = signal.getsignal(signal.SIGINT)
+    with monkeypatch.context() as patch:
+        patch.setattr(ClassifierModule, "on_train_batch_start", ctrl_c)
+        record = run(spec, run_dir)
+    assert signal.getsignal(signal.SIGINT) is before, "the run's Ctrl-C handler outlived it"
+    return record
+
+
+def curves(run_dir: Path) -> pd.DataFrame:
+    return read_run(run_dir)[1].set_index("step")[CURVE_COLUMNS]
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# --- a 20-iteration run: every column, the record, the last iterate -------------------------------
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_cifar_archive, cifar_cache_root, tmp_path_factory):
+    """A 20-iteration run with a 16-image validation split: (spec, record, run_dir)."""
+    spec = tiny_spec(tiny_cifar_archive, cifar_cache_root, val_split=16)
+    run_dir = tmp_path_factory.mktemp("runs") / "resnet8-s0"
+    return spec, run(spec, run_dir), run_dir
+
+
+def test_train_writes_every_metric_column(finished_run):
+    _, _, run_dir = finished_run
+    raw = pd.read_csv(run_dir / "metrics.csv")
+    for column in ("step", "train/loss", "train/error", "lr", "throughput", "test/error", "test/loss",
+                   "val/error", "val/loss"):
+        assert column in raw.columns and raw[column].notna().any(), column
+    assert (raw["throughput"].dropna() > 0).all()
+    assert raw["train/error"].dropna().between(0, 100).all()
+
+
+def test_train_record_holds_config_provenance_and_status(finished_run, tiny_cifar_archive):
+    spec, record, run_dir = finished_run
+    saved = json.loads((run_dir / "run.json").read_text())
+    assert saved == json.loads(json.dumps(record, default=str))
+    assert saved["status"] == "finished" and saved["iterations"] == 20
+    assert TrainSpec.from_dict(saved["spec"]) == spec
+    assert saved["spec"]["seed"] == 0 and saved["spec"]["schedule"]["milestones"] == [10, 15]
+    for key in ("commit", "torch", "torchvision", "lightning", "python", "hardware"):
+        assert saved[key], key
+    assert saved["torch"] == torch.__version__
+    source = saved["data_source"]
+    assert source["sha256"] == sha256(tiny_cifar_archive) and source["jpeg_copy"] is False
+    assert (source["kind"], source["train"], source["test"]) == ("archive", 80, 40)
+    assert saved["wall_time_s"] > 0 and saved["started"] and saved["finished"]
+    assert saved["params"] == sum(p.numel() for p in ClassifierModule(spec).model.parameters())
+    assert saved["warmup"] is False and saved["warmup_end_iter"] is None
+
+
+def test_train_record_saves_the_val_split_it_held_out(finished_run, tiny_cifar):
+    spec, record, _ = finished_run
+    dm = CIFAR10DataModule(spec.data, batch_size=16, max_iters=20, seed=spec.seed, arrays=tiny_cifar)
+    dm.setup("fit")
+    assert record["val_indices"] == dm.val_indices.tolist()
+    assert len(set(record["val_indices"])) == 16 and all(0 <= i < 80 for i in record["val_indices"])
+
+
+def test_train_logs_against_the_iteration_count(finished_run):
+    _, _, run_dir = finished_run
+    c = curves(run_dir)
+    assert c["train/loss"].dropna().index.tolist() == list(range(2, 21, 2))
+    # Every 6 iterations, and the last iterate although 20 is not a multiple of 6.
+    assert c["test/error"].dropna().index.tolist() == [6, 12, 18, 20]
+    # The lr of iteration i (1-based) is the schedule's at i - 1 completed steps: /10 after 10 and 15.
+    for step, lr in c["lr"].dropna().items():
+        assert lr == pytest.approx(step_lr(step - 1, 0.1, (10, 15)), rel=1e-6), step
+    assert c.loc[10, "lr"] == pytest.approx(0.1) and c.loc[12, "lr"] == pytest.approx(0.01)
+    assert c.loc[16, "lr"] == pytest.approx(0.001)
+
+
+def test_train_final_metrics_are_the_last_logged(finished_run):
+    _, record, run_dir = finished_run
+    c = read_run(run_dir)[1]
+    last_test = c.dropna(subset=["test/error"]).iloc[-1]
+    assert last_test["step"] == record["iterations"] == 20
+    for key in ("test/error", "test/loss", "val/error"):
+        assert record["final"][key] == pytest.approx(last_test[key], rel=1e-6), key
+    last_train = c.dropna(subset=["train/error"]).iloc[-1]
+    assert record["final"]["train/error"] == pytest.approx(last_train["train/error"])
+
+
+def test_train_writes_last_checkpoint(finished_run):
+    _, _, run_dir = finished_run
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert checkpoint["global_step"] == 20
+    assert "warmup_ended_at" in checkpoint
+
+
+def test_train_throughput_times_training_only(tiny_cifar_archive, cifar_cache_root, tmp_path, monkeypatch):
+    # A slow start (decoding a real copy takes seconds) must not show up as a slow first interval.
+    original = CIFAR10DataModule.prepare_data
+
+    def slow_prepare(self):
+        time.sleep(1.0)
+        original(self)
+
+    monkeypatch.setattr(CIFAR10DataModule, "prepare_data", slow_prepare)
+    run(tiny_spec(tiny_cifar_archive, cifar_cache_root, iters=8, milestones=(4, 6)), tmp_path / "r")
+    throughput = read_run(tmp_path / "r")[1]["throughput"].dropna()
+    first, rest = throughput.iloc[0], throughput.iloc[1:]
+    assert first > 32 / 1.0, "the first interval (32 images) was timed from before the 1 s start-up"
+    assert first > 0.25 * rest.median()
+
+
+def test_train_refuses_to_overwrite_a_run(finished_run):
+    spec, _, run_dir = finished_run
+    with pytest.raises(UserError, match="--resume"):
+        run(spec, run_dir)
+
+
+def test_train_resume_with_other_settings_names_them(finished_run):
+    spec, _, run_dir = finished_run
+    other = dataclasses.replace(spec, schedule=dataclasses.replace(spec.schedule, lr=0.05))
+    stamp = (run_dir / "run.json").stat().st_mtime_ns
+    with pytest.raises(UserError, match=r"schedule.lr 0.1 -> 0.05"):
+        run(other, run_dir, resume=True)
+    assert (run_dir / "run.json").stat().st_mtime_ns == stamp
+
+
+def test_train_resume_without_checkpoint_says_so(tiny_cifar_archive, cifar_cache_root, tmp_path):
+    with pytest.raises(UserError, match="nothing to resume"):
+        run(tiny_spec(tiny_cifar_archive, cifar_cache_root), tmp_path / "never-ran", resume=True)
+    assert not (tmp_path / "never-ran").exists()
+
+
+@pytest.mark.slow
+def test_train_on_the_real_copy_records_the_jpeg_source(real_cifar, shared_cifar_path, cifar_cache_root, tmp_path):
+    spec = TrainSpec(model="resnet8", schedule=Schedule(max_iters=6, milestones=(3, 5)), batch_size=32,
+                     data=DataConfig(data=str(shared_cifar_path), root=str(cifar_cache_root)),
+                     log_every=3, eval_every=100, checkpoint_every=3)
+    record = run(spec, tmp_path / "real")
+    source = record["data_source"]
+    assert (source["sha256"], source["jpeg_copy"]) == (SHARED_SHA256, True)
+    assert source["known"].startswith("cifar10-jpg q75") and (source["train"], source["test"]) == (50_000, 10_000)
+    assert record["status"] == "finished" and 0 <= record["final"]["test/error"] <= 100
+
+
+# --- warm-up (Sec. 4.2): lr 0.01 until the training error is below 80%, then back to 0.1 ------------
+
+
+@pytest.mark.parametrize("model, warmup, expected", [
+    ("resnet20", "auto", False), ("resnet110", "auto", True), ("resnet20", "on", True), ("resnet110", "off", False),
+])
+def test_module_warmup_flag(model, warmup, expected):
+    spec = TrainSpec(model=model, schedule=Schedule(warmup=warmup))
+    assert ClassifierModule(spec).warmup is expected
+
+
+@pytest.fixture(scope="module")
+def warmup_run(learnable_cifar, cifar_cache_root, tmp_path_factory):
+    """An uninterrupted 60-iteration run with warm-up on: (spec, record, run_dir)."""
+    spec = warmup_spec(learnable_cifar, cifar_cache_root)
+    run_dir = tmp_path_factory.mktemp("runs") / "warmup"
+    return spec, run(spec, run_dir), run_dir
+
+
+def test_train_warmup_returns_to_base_lr_when_train_error_falls_below_80(warmup_run):
+    _, record, run_dir = warmup_run
+    switch = record["warmup_end_iter"]
+    assert record["warmup"] is True and switch is not None
+    c = curves(run_dir).dropna(subset=["lr"])
+    assert 4 < switch < 45, "the data should let warm-up end after a few intervals, before the first milestone"
+    before, after = c[c.index <= switch], c[(c.index > switch) & (c.index <= 45)]
+    assert len(before) >= 2 and len(after) >= 2
+    assert np.allclose(before["lr"], 0.01) and np.allclose(after["lr"], 0.1)
+    # The condition itself: the switch is the first logged interval with training error below 80%.
+    assert (before["train/error"].iloc[:-1] >= 80).all() and before["train/error"].iloc[-1] < 80
+    # Milestones are unaffected: lr 0.01 from iteration 46, 0.001 from 56.
+    assert np.allclose(c.loc[48:52, "lr"], 0.01) and np.allclose(c.loc[56:, "lr"], 0.001)
+    raw = pd.read_csv(run_dir / "metrics.csv")
+    assert raw["warmup_end"].dropna().iloc[0] == switch
+
+
+# --- exact resume ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_run(tiny_cifar_archive, cifar_cache_root, tmp_path_factory):
+    spec = tiny_spec(tiny_cifar_archive, cifar_cache_root)
+    run_dir = tmp_path_factory.mktemp("runs") / "uninterrupted"
+    return spec, run(spec, run_dir), run_dir
+
+
+def assert_same_run(resumed_dir: Path, resumed: dict, reference_dir: Path, reference: dict) -> None:
+    got, want = curves(resumed_dir), curves(reference_dir)
+    assert got.index.tolist() == want.index.tolist(), "the resumed run logs other iterations"
+    pd.testing.assert_frame_equal(got, want, rtol=1e-5, atol=1e-6)
+    assert resumed["final"]["test/error"] == pytest.approx(reference["final"]["test/error"], abs=1e-6)
+    assert resumed["final"]["test/loss"] == pytest.approx(reference["final"]["test/loss"], rel=1e-5)
+    assert resumed["iterations"] == reference["iterations"] and resumed["status"] == "finished"
+
+
+@pytest.mark.parametrize("after", [9, 12], ids=["mid-interval", "at-an-evaluation"])
+def test_train_resume_after_ctrl_c_matches_uninterrupted(uninterrupted_run, tmp_path, monkeypatch, after):
+    spec, reference, reference_dir = uninterrupted_run
+    run_dir = tmp_path / "interrupted"
+    stopped = interrupted_run(spec, run_dir, after, monkeypatch)
+    assert stopped["status"] == "interrupted" and stopped["iterations"] == after
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "interrupted"
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == after
+    resumed = run(spec, run_dir, resume=True)
+    assert (run_dir / "metrics-0.csv").exists()
+    assert resumed["wall_time_s"] > stopped["wall_time_s"]
+    assert_same_run(run_dir, resumed, reference_dir, reference)
+
+
+def test_train_resume_after_a_crash_matches_uninterrupted(uninterrupted_run, tmp_path, monkeypatch):
+    # A killed job resumes from the last periodic checkpoint (iteration 8) and redoes iterations 9-10.
+    spec, reference, reference_dir = uninterrupted_run
+    original = ClassifierModule.on_train_batch_start
+
+    def crash(self, batch, batch_idx):
+        if self.global_step == 10:
+            raise RuntimeError("simulated crash")
+        return original(self, batch, batch_idx)
+
+    run_dir = tmp_path / "crashed"
+    with monkeypatch.context() as patch:
+        patch.setattr(ClassifierModule, "on_train_batch_start", crash)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            run(spec, run_dir)
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 8
+    resumed = run(spec, run_dir, resume=True)
+    assert_same_run(run_dir, resumed, reference_dir, reference)
+
+
+def test_train_resume_keeps_the_warmup_switch(warmup_run, tmp_path, monkeypatch):
+    spec, reference, reference_dir = warmup_run
+    after = reference["warmup_end_iter"] + 6  # past the switch, mid-interval
+    run_dir = tmp_path / "interrupted"
+    stopped = interrupted_run(spec, run_dir, after, monkeypatch)
+    assert stopped["status"] == "interrupted" and stopped["warmup_end_iter"] == reference["warmup_end_iter"]
+    resumed = run(spec, run_dir, resume=True)
+    assert resumed["warmup_end_iter"] == reference["warmup_end_iter"]
+    assert_same_run(run_dir, resumed, reference_dir, reference)
+
+
+# --- divergence ---------------------------------------------------------------------------------------
+
+
+def test_train_absurd_lr_stops_with_a_clear_error_and_a_finite_checkpoint(tiny_cifar_archive, cifar_cache_root, tmp_path):
+    spec = tiny_spec(tiny_cifar_archive, cifar_cache_root, iters=40, milestones=(30, 35), lr=1e6,
+                     log_every=1, checkpoint_every=1)
+    run_dir = tmp_path / "diverged"
+    ctrl_c = signal.getsignal(signal.SIGINT)
+    with pytest.raises(NonFiniteLossError, match="lower --lr"):
+        run(spec, run_dir)
+    assert signal.getsignal(signal.SIGINT) is ctrl_c, "the run's Ctrl-C handler outlived it"
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "diverged" and record["wall_time_s"] > 0
+    # Checkpoints every iteration: last.ckpt must hold the last good state, never the diverged one.
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert checkpoint["global_step"] >= 1
+    assert all(torch.isfinite(v).all() for v in checkpoint["state_dict"].values() if v.is_floating_point())
+
+
+# --- the `train` command ---------------------------------------------------------------------------------
+
+
+def cli_args(data: Path, cache_root: Path, out: Path, *extra: str) -> list[str]:
+    return ["train", "resnet8", "--data", str(data), "--data-root", str(cache_root), "--allow-partial",
+            "--iterations", "8", "--batch-size", "16", "--log-every", "2", "--eval-every", "4",
+            "--checkpoint-every", "4", "--out", str(out), "--wandb", "off", "--no-progress",
+            "--accelerator", "cpu", "--threads", "1", *extra]
+
+
+def test_cli_train_runs_and_prints_a_summary(tiny_cifar_archive, cifar_cache_root, tmp_path, capsys):
+    assert main(cli_args(tiny_cifar_archive, cifar_cache_root, tmp_path / "runs")) == 0
+    out = capsys.readouterr().out.strip().splitlines()[-1]
+    assert out.startswith("resnet8 seed 0: test error") and "after 8 iterations" in out
+    record = json.loads((tmp_path / "runs" / "resnet8-s0" / "run.json").read_text())
+    # --iterations without --milestones scales the paper's schedule: drops at 50% and 75%.
+    assert record["status"] == "finished" and record["spec"]["schedule"]["milestones"] == [4, 6]
+    assert f"{record['final']['test/error']:.2f}%" in out
+
+
+def terminal_lines(text: str) -> list[str]:
+    """The non-empty lines a terminal shows: a progress bar that redraws itself with '\\r' leaves nothing."""
+    return [shown for line in text.split("\n") if (shown := line.rsplit("\r", 1)[-1].strip())]
+
+
+def write_wrong_size_folder(root: Path) -> Path:
+    for split, count in (("train", 2), ("test", 1)):
+        for cls in CIFAR10_CLASSES:
+            (root / split / cls).mkdir(parents=True)
+            for i in range(count):
+                Image.new("RGB", (32, 32) if cls != "frog" else (28, 28)).save(root / split / cls / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize("case", ["missing path", "corrupt archive", "wrong image size", "milestones past the end",
+                                  "negative lr", "unknown model", "missing accelerator", "strategy typo"])
+def test_cli_train_bad_input_exits_2_with_one_line(case, tiny_cifar_archive, cifar_cache_root, tmp_path, capsys):
+    data, extra = tiny_cifar_archive, []
+    if case == "missing path":
+        data = tmp_path / "no-such-cifar"
+    elif case == "corrupt archive":
+        data = tmp_path / "corrupt.tar.gz"
+        data.write_bytes(tiny_cifar_archive.read_bytes()[:2000])
+    elif case == "wrong image size":
+        data = write_wrong_size_folder(tmp_path / "wrong-size")
+    elif case == "milestones past the end":
+        extra = ["--milestones", "4,9"]
+    elif case == "negative lr":
+        extra = ["--lr", "-0.1"]
+    elif case == "missing accelerator":
+        if torch.cuda.is_available():
+            pytest.skip("this machine has a GPU, so --accelerator gpu is no mistake here")
+        extra = ["--accelerator", "gpu"]
+    elif case == "strategy typo":
+        extra = ["--strategy", "dpp"]
+    out = tmp_path / "runs"
+    args = cli_args(data, cifar_cache_root, out, *extra)
+    if case == "unknown model":
+        args[1] = "resnet21"
+    assert main(args) == 2
+    lines = terminal_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and lines[0].startswith("resnet-repro train: error: "), lines
+    assert not out.exists() or not any(out.iterdir()), "a failed start left a run directory behind"
+
+
+def test_cli_train_resume_continues_an_interrupted_run(tiny_cifar_archive, cifar_cache_root, tmp_path, capsys, monkeypatch):
+    args = cli_args(tiny_cifar_archive, cifar_cache_root, tmp_path / "runs")
+    original = ClassifierModule.on_train_batch_start
+
+    def ctrl_c(self, batch, batch_idx):
+        if self.global_step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, batch, batch_idx)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ClassifierModule, "on_train_batch_start", ctrl_c)
+        assert main(args) == 130
+    assert "--resume" in capsys.readouterr().out
+    assert main(args) == 2 and "--resume" in capsys.readouterr().err  # will not overwrite it
+    assert main([*args, "--resume"]) == 0
+    record = json.loads((tmp_path / "runs" / "resnet8-s0" / "run.json").read_text())
+    assert record["status"] == "finished" and record["iterations"] == 8
+
+
+def test_python_m_resnet_repro_train_bad_lr_exits_2(tiny_cifar_archive, cifar_cache_root, tmp_path):
+    out = tmp_path / "runs"
+    result = subprocess.run([sys.executable, "-m", "resnet_repro", *cli_args(tiny_cifar_archive, cifar_cache_root, out),
+                             "--lr", "-1"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["resnet-repro train: error: --lr must be positive, got -1.0"]
+    assert not out.exists()
