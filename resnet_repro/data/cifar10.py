@@ -105,13 +105,10 @@ def crop_and_flip(images: torch.Tensor, crop: torch.Tensor, flip: torch.Tensor, 
     """
     b, c, h, w = images.shape
     padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
-    ar_h = torch.arange(h, device=images.device)
-    ar_w = torch.arange(w, device=images.device)
-    rows = crop[:, 0:1] + ar_h  # [B, H]
-    cols = crop[:, 1:2] + torch.where(flip[:, None], w - 1 - ar_w, ar_w)  # [B, W]
-    batch = torch.arange(b, device=images.device)[:, None, None, None]
-    channel = torch.arange(c, device=images.device)[None, :, None, None]
-    return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
+    # Every HxW window of the padded image, as a view: [B, C, 2*pad+1, 2*pad+1, H, W]; pick one per image.
+    windows = padded.unfold(2, h, 1).unfold(3, w, 1)
+    crops = windows[torch.arange(b, device=images.device), :, crop[:, 0], crop[:, 1]]
+    return torch.where(flip[:, None, None, None], crops.flip(3), crops)
 
 
 class CIFAR10DataModule(pl.LightningDataModule):
