@@ -1,0 +1,502 @@
+"""Training throughput of the Sec. 4.2 CIFAR-10 nets: the conventional pipeline vs ours (issue 5).
+
+In one process, on the same data, model, batch (128) and precision (fp32), it measures training
+images/s of three paths:
+  1. conventional: a torchvision-style dataset of PIL images with RandomCrop(32, padding=4),
+     RandomHorizontalFlip, ToTensor, Normalize, a DataLoader with 2 workers, a plain PyTorch loop (NCHW);
+  2. ours + plain loop: CIFAR10DataModule's resident batches, the same loop, channels_last;
+  3. ours through Lightning: `resnet_repro.training.train`, what `resnet-repro train` runs.
+It also times an fp32 GEMM in the same run, so achieved GFLOP/s (3 x forward multiply-adds x 2 per
+image) can be read against what this machine's matrix multiply reaches.
+
+    python benchmarks/throughput.py            # resnet20/56/110, 3 repeats: ~13 min on 2 idle CPU cores
+    python benchmarks/throughput.py --quick    # 1 repeat, fewer iterations: ~2 min
+    python benchmarks/throughput.py --profile --models resnet20   # where path 3's time goes
+
+Writes results/benchmarks/throughput.md and throughput.csv. Issue 5's goals on the 2-core CPU:
+path 3 at least 1.25x path 1 for resnet20, within 5% of path 2, and resnet56 at >= 55% of the GEMM.
+Run it on an otherwise idle machine: the tables record the share of the CPU other processes used
+meanwhile and say so when the machine was busy (on 2 cores, other jobs make every number meaningless).
+"""
+
+import argparse
+import dataclasses
+import itertools
+import os
+import platform
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms
+
+from resnet_repro.data.cifar10 import CIFAR10DataModule, DataConfig
+from resnet_repro.data.sources import DATA_ENV, load_cifar10
+from resnet_repro.errors import UserError
+from resnet_repro.flops import count_multiply_adds
+from resnet_repro.models import build_model, model_info
+from resnet_repro.spec import Schedule, TrainSpec
+from resnet_repro.training import Hardware, RunOptions, provenance, train
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_CIFAR = REPO / ".." / "shared" / "datasets" / "cifar10-jpg.tar.gz"
+DEFAULT_MODELS = ("resnet20", "resnet56", "resnet110")
+PATHS = {
+    "conventional": "(1) conventional: PIL + DataLoader, plain loop",
+    "ours-plain": "(2) ours + plain loop",
+    "ours-lightning": "(3) ours, Lightning (`resnet-repro train`)",
+}
+# The per-channel statistics conventional CIFAR-10 code copies around (path 1 only).
+CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+EVAL_IMAGES = 256  # path 3 always evaluates its last iterate (untimed): a small test set keeps that short
+PROFILE_ITERS = 5
+CSV_COLUMNS = [
+    "model", "path", "images_per_s", "images_per_s_min", "images_per_s_max", "images_per_s_runs",
+    "vs_conventional", "vs_ours_plain", "mult_adds", "gflops", "gemm_gflops", "gemm_fraction",
+    "batch_size", "warmup_iters", "timed_iters", "repeats", "threads", "device", "other_cpu", "commit", "date",
+]
+
+
+# --- the three paths ------------------------------------------------------------------------------
+
+
+class PILCifar(Dataset):
+    """CIFAR-10 as torchvision's CIFAR10 serves it: HWC uint8 arrays, one PIL image per sample."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform):
+        self.data = images.permute(0, 2, 3, 1).contiguous().numpy()
+        self.targets = labels.tolist()
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int):
+        return self.transform(Image.fromarray(self.data[i])), self.targets[i]
+
+
+def conventional_batches(arrays, batch_size: int, device: torch.device):
+    """Endless (x, y) training batches from the pipeline most CIFAR-10 code uses."""
+    augment = transforms.Compose([
+        transforms.RandomCrop(32, padding=4),
+        transforms.RandomHorizontalFlip(),
+        transforms.ToTensor(),
+        transforms.Normalize(CIFAR_MEAN, CIFAR_STD),
+    ])
+    dataset = PILCifar(arrays.train_images, arrays.train_labels, augment)
+    if len(dataset) < batch_size:
+        raise UserError(f"--batch-size {batch_size} exceeds the {len(dataset)} training images")
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=2,
+                        pin_memory=device.type == "cuda")
+    for _ in itertools.count():  # a new iterator (and new workers) per epoch, as a plain loop does
+        for x, y in loader:
+            yield x.to(device), y.to(device)
+
+
+def our_batches(arrays, batch_size: int, iterations: int, device: torch.device):
+    """(x, y) training batches from CIFAR10DataModule without a trainer: draws, then gather+augment."""
+    dm = CIFAR10DataModule(DataConfig(), batch_size=batch_size, max_iters=iterations, seed=0, arrays=arrays)
+    dm.setup("fit")
+    for batch in dm.train_dataloader():
+        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        x, y, _ = dm.on_after_batch_transfer(batch, 0)
+        yield x, y
+
+
+def plain_loop(model: torch.nn.Module, batches, warmup: int, timed: int, batch_size: int, device) -> float:
+    """Images/s of the training loop users write (SGD momentum 0.9, wd 1e-4), over the timed iterations."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    model.train()
+    for i in range(warmup + timed):
+        if i == warmup:
+            start = _now(device)
+        x, y = next(batches)
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return timed * batch_size / (_now(device) - start)
+
+
+class StampedDataModule(CIFAR10DataModule):
+    """Our data module unchanged, except that it calls `marks[i]` when training iteration i begins."""
+
+    def __init__(self, *args, marks: dict, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.marks, self.iteration = marks, 0
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int):
+        if batch["split"] == "train":
+            if self.iteration in self.marks:
+                self.marks[self.iteration]()
+            self.iteration += 1
+        return super().on_after_batch_transfer(batch, dataloader_idx)
+
+
+def lightning_run(model: str, arrays, warmup: int, timed: int, batch_size: int, device: torch.device,
+                  threads: int | None, run_dir: Path, marks: dict) -> None:
+    """`train()` as `resnet-repro train` calls it (W&B and the bar off), for warm-up + timed + 1 iterations.
+
+    Iteration warmup+timed begins the untimed tail: the run's end, its checkpoint and its
+    final-iterate evaluation (on EVAL_IMAGES test images) all fall outside the timed iterations.
+    """
+    iterations = warmup + timed + 1
+    log_every = TrainSpec().log_every  # the default, so host syncs happen as often as in a user's run
+    never = log_every * (iterations // log_every + 1)  # > iterations: no periodic eval or checkpoint
+    spec = TrainSpec(model=model, schedule=Schedule().scaled(iterations), batch_size=batch_size, seed=0,
+                     eval_every=never, checkpoint_every=never)
+    small_test = dataclasses.replace(arrays, test_images=arrays.test_images[:EVAL_IMAGES],
+                                     test_labels=arrays.test_labels[:EVAL_IMAGES])
+    dm = StampedDataModule(spec.data, batch_size=batch_size, max_iters=iterations, seed=spec.seed,
+                           arrays=small_test, marks=marks)
+    hardware = Hardware(accelerator="gpu" if device.type == "cuda" else "cpu", threads=threads)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+        train(spec, RunOptions(run_dir=run_dir, wandb="off", progress=False), hardware, datamodule=dm)
+
+
+def measure(path: str, model: str, arrays, args, device: torch.device, scratch: Path, repeat: int) -> float:
+    """Training images/s of one path over `args.iters` iterations after `args.warmup`."""
+    warmup, timed, batch = args.warmup, args.iters[model], args.batch_size
+    if path == "ours-lightning":
+        stamps = {}
+        marks = {warmup: lambda: stamps.setdefault("start", _now(device)),
+                 warmup + timed: lambda: stamps.setdefault("stop", _now(device))}
+        lightning_run(model, arrays, warmup, timed, batch, device, args.threads, scratch / f"{model}-{repeat}", marks)
+        return timed * batch / (stamps["stop"] - stamps["start"])
+    torch.manual_seed(0)
+    net = build_model(model).to(device)
+    if path == "conventional":
+        batches = conventional_batches(arrays, batch, device)
+    else:
+        net = net.to(memory_format=torch.channels_last)  # as ClassifierModule does
+        batches = our_batches(arrays, batch, warmup + timed, device)
+    try:
+        return plain_loop(net, batches, warmup, timed, batch, device)
+    finally:
+        batches.close()  # shuts the DataLoader's workers down before the next measurement
+
+
+def _now(device: torch.device) -> float:
+    """perf_counter after the device's queued work is done."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def gemm_gflops(n: int, device: torch.device) -> float:
+    """GFLOP/s of fp32 n x n matrix products (2 n^3 floating-point operations each)."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    products = 10 if device.type == "cuda" else 1  # one product takes milliseconds on a GPU
+    start = _now(device)
+    for _ in range(products):
+        torch.mm(a, b)
+    return products * 2 * n**3 / (_now(device) - start) / 1e9
+
+
+# --- profiling ------------------------------------------------------------------------------------
+
+
+def profile(model: str, arrays, args, device: torch.device, scratch: Path) -> None:
+    """Print torch.profiler's top ops over PROFILE_ITERS iterations of path 3, after warm-up."""
+    from torch.profiler import ProfilerActivity
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    prof = torch.profiler.profile(activities=activities)
+    stamps = {}
+
+    def start():
+        stamps["start"] = _now(device)
+        prof.start()
+
+    def stop():
+        prof.stop()
+        stamps["stop"] = _now(device)
+
+    print(f"{model}: profiling {PROFILE_ITERS} iterations of path 3 after {args.warmup} warm-up", flush=True)
+    lightning_run(model, arrays, args.warmup, PROFILE_ITERS, args.batch_size, device, args.threads,
+                  scratch / f"{model}-profile", {args.warmup: start, args.warmup + PROFILE_ITERS: stop})
+    averages = prof.key_averages()
+    sort_by = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(averages.table(sort_by=sort_by, row_limit=25))
+    wall = stamps["stop"] - stamps["start"]
+    in_ops = sum(event.self_cpu_time_total for event in averages) / 1e6
+    print(f"{model}: {wall / PROFILE_ITERS * 1e3:.1f} ms per iteration under the profiler; the main thread spent "
+          f"{in_ops / PROFILE_ITERS * 1e3:.1f} ms of it inside torch ops, so about "
+          f"{max(wall - in_ops, 0.0) / PROFILE_ITERS * 1e3:.1f} ms in Python (Lightning, our hooks, the loader)\n",
+          flush=True)
+
+
+# --- records and rendering ------------------------------------------------------------------------
+
+
+def summarise(raw: pd.DataFrame, gemm: list[float], mult_adds: dict[str, int], meta: dict) -> pd.DataFrame:
+    """One row per (model, path): median and min/max images/s, ratios of medians, achieved GFLOP/s."""
+    rows = []
+    gemm_median = statistics.median(gemm)
+    for (model, path), runs in raw.groupby(["model", "path"], sort=False):
+        values = runs["images_per_s"].tolist()
+        median = statistics.median(values)
+        gflops = 3 * mult_adds[model] * 2 * median / 1e9  # backward ~ 2x forward
+        rows.append({"model": model, "path": path, "images_per_s": median, "images_per_s_min": min(values),
+                     "images_per_s_max": max(values), "images_per_s_runs": ";".join(f"{v:.1f}" for v in values),
+                     "timed_iters": runs["timed_iters"].iloc[0], "mult_adds": mult_adds[model], "gflops": gflops,
+                     "gemm_gflops": gemm_median, "gemm_fraction": gflops / gemm_median, **meta})
+    table = pd.DataFrame(rows)
+    medians = table.set_index(["model", "path"])["images_per_s"]
+    for column, base in (("vs_conventional", "conventional"), ("vs_ours_plain", "ours-plain")):
+        table[column] = [medians[m, p] / medians[m, base] if (m, base) in medians.index else float("nan")
+                         for m, p in zip(table["model"], table["path"])]
+    return table[CSV_COLUMNS]
+
+
+def render(table: pd.DataFrame, gemm: list[float], info: dict) -> str:
+    """throughput.md: the summary table, then how and where it was measured."""
+    r = table.iloc[0]
+    lines = [
+        "# Training throughput: the conventional pipeline vs ours",
+        "",
+        f"Training images/s, batch {r.batch_size}, fp32, on {info['device_name']}: median of {r.repeats} "
+        f"repeat(s) [min–max], each {r.warmup_iters} warm-up + the timed iterations shown. Generated by "
+        "`benchmarks/throughput.py`; ratios are ratios of medians.",
+        "",
+        "| model | timed iters | " + " | ".join(PATHS.values()) + " | 3/1 | 3/2 | GFLOP/s (3) | of GEMM |",
+        "|---|---:|" + "---:|" * (len(PATHS) + 4),
+    ]
+    for model, rows in table.groupby("model", sort=False):
+        by_path = rows.set_index("path")
+        cells = [f"{by_path.images_per_s[p]:.1f} [{by_path.images_per_s_min[p]:.1f}–{by_path.images_per_s_max[p]:.1f}]"
+                 if p in by_path.index else "–" for p in PATHS]
+        ours = by_path.loc["ours-lightning"] if "ours-lightning" in by_path.index else None
+        tail = ([f"{ours.vs_conventional:.2f}x", f"{ours.vs_ours_plain:.2f}x", f"{ours.gflops:.1f}",
+                 f"{100 * ours.gemm_fraction:.0f}%"] if ours is not None else ["–"] * 4)
+        lines.append(f"| {model} | {rows.timed_iters.iloc[0]} | " + " | ".join(cells + tail) + " |")
+    lines += [
+        "",
+        f"fp32 GEMM {info['gemm_size']}x{info['gemm_size']} (2n³ FLOP per product), measured between the "
+        f"training measurements: median {statistics.median(gemm):.1f} GFLOP/s [{min(gemm):.1f}–{max(gemm):.1f}] "
+        f"over {len(gemm)} products. Achieved GFLOP/s = 3 x forward multiply-adds x 2 x images/s "
+        "(backward counted as twice the forward); forward multiply-adds per image: "
+        + ", ".join(f"{m} {v / 1e6:.1f}M" for m, v in dict(zip(table.model, table.mult_adds)).items()) + ".",
+        "",
+        "## What was measured",
+        "",
+        "1. **conventional**: a torchvision-CIFAR10-style dataset (HWC uint8 array, `PIL.Image.fromarray` per "
+        "sample), `RandomCrop(32, padding=4)`, `RandomHorizontalFlip`, `ToTensor`, `Normalize` (per-channel), "
+        "`DataLoader(num_workers=2, shuffle=True, drop_last=True)`, a plain loop (SGD momentum 0.9, "
+        "weight decay 1e-4, cross-entropy), model in NCHW.",
+        "2. **ours + plain loop**: `CIFAR10DataModule` (whole set resident, per-iteration index/crop/flip "
+        "draws, gather + augment + per-pixel-mean normalisation in `on_after_batch_transfer`) driving the "
+        "same loop, model in channels_last as `ClassifierModule` holds it.",
+        "3. **ours, Lightning**: `resnet_repro.training.train` (the function behind `resnet-repro train`) with "
+        "W&B and the progress bar off and the default logging interval. It runs warm-up + timed + 1 "
+        "iterations; the timed interval runs from the start of iteration `warmup` to the start of iteration "
+        "`warmup + timed` (stamped by a data-module subclass whose `on_after_batch_transfer` notes the time), "
+        "so run set-up, the final checkpoint and the final-iterate evaluation that `train()` always does "
+        f"(here on the first {EVAL_IMAGES} test images) are not timed.",
+        "",
+        "All paths use the same decoded images, model, batch and torch thread count in one process; the "
+        "paths' order rotates between repeats. Paths 1 and 2 time the same interval with `perf_counter` "
+        "(after a device synchronisation on a GPU).",
+        "",
+        "## Where",
+        "",
+        f"- command: `{info['command']}`",
+        f"- date: {info['date']}; commit {info['commit']}",
+        f"- hardware: {info['device_name']}; {info['cores']}",
+        f"- torch threads: {info['threads']} (DataLoader workers use 1 each)",
+        *([f"- TF32 (torch defaults, left as they are): convolutions {torch.backends.cudnn.allow_tf32}, "
+           f"matmul and the GEMM {torch.backends.cuda.matmul.allow_tf32}"] if info["cuda"] else []),
+        f"- other processes used {100 * info['others']:.0f}% of the CPU during the run (load average at start "
+        f"{info['load_start']}, at the end {info['load_end']} including this run)"
+        + (": the machine was busy, these numbers are not representative" if info["busy"] else ""),
+        f"- versions: python {info['python']}, torch {info['torch']}, torchvision {info['torchvision']}, "
+        f"lightning {info['lightning']}",
+        f"- data: {info['data']}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# --- the command ----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated CIFAR nets")
+    parser.add_argument("--repeats", type=int, default=None, help="measurements per path and model (default 3; --quick 1)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed iterations before each measurement "
+                        "(default 3 on CPU, 20 on GPU; --quick 2)")
+    parser.add_argument("--iters", type=int, default=None, help="timed iterations per measurement (default per model: "
+                        "900/depth on CPU, 20000/depth on GPU, i.e. ~20-25 s each on 2 CPU cores; --quick: a quarter)")
+    parser.add_argument("--quick", action="store_true", help="1 repeat, a quarter of the iterations: a rough look in ~2 min")
+    parser.add_argument("--batch-size", type=int, default=128, help="mini-batch (paper: 128)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads for all paths (default: torch's)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if available")
+    parser.add_argument("--data", default=None, help=f"CIFAR-10 source (default: ${DATA_ENV}, else {SHARED_CIFAR.resolve()})")
+    parser.add_argument("--data-root", default=None, help="decoded-cache directory (default: ~/.cache/resnet-repro)")
+    parser.add_argument("--allow-partial", action="store_true", help="accept a source without all 60,000 images (tests)")
+    parser.add_argument("--gemm-size", type=int, default=4096, help="side of the reference fp32 GEMM")
+    parser.add_argument("--out", type=Path, default=REPO / "results" / "benchmarks", help="where throughput.md/.csv go")
+    parser.add_argument("--profile", action="store_true",
+                        help="only profile path 3 (torch.profiler, top ops) for each model; writes no results")
+    return parser
+
+
+def _settings(args, device: torch.device) -> None:
+    """Fill in the defaults that depend on --quick and the device; check the rest."""
+    gpu = device.type == "cuda"
+    args.models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if not args.models:
+        raise UserError("--models is empty: name at least one CIFAR net, e.g. resnet20")
+    for model in args.models:
+        if model_info(model).family != "cifar":  # UnknownModelError for a bad name
+            raise UserError(f"{model} is an ImageNet net: this benchmark trains CIFAR-10 nets (resnet20, resnet56, ...)")
+    args.repeats = args.repeats if args.repeats is not None else (1 if args.quick else 3)
+    args.warmup = args.warmup if args.warmup is not None else (2 if args.quick else 20 if gpu else 3)
+    per_model = {m: round((20_000 if gpu else 900) / model_info(m).depth) for m in args.models}
+    args.iters = {m: args.iters if args.iters is not None else max(2, n // 4 if args.quick else n)
+                  for m, n in per_model.items()}
+    for name in ("repeats", "batch_size", "gemm_size"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.warmup < 0 or min(args.iters.values()) < 1:
+        raise UserError("--warmup must be >= 0 and --iters >= 1")
+    if args.threads is not None and args.threads < 1:
+        raise UserError("--threads must be at least 1")
+
+
+def _device(name: str | None) -> torch.device:
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is visible to torch")
+    return torch.device(name)
+
+
+def _data_path(data: str | None) -> str:
+    """--data, else $RESNET_REPRO_DATA, else the shared JPEG copy beside the repository."""
+    return data or os.environ.get(DATA_ENV) or str(SHARED_CIFAR.resolve())
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _load() -> float:
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else float("nan")
+
+
+def _cpu_seconds() -> tuple[float, float]:
+    """(CPU seconds the whole machine has been busy, CPU seconds of this process and its reaped children)."""
+    t = os.times()
+    ours = t.user + t.system + t.children_user + t.children_system
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return float("nan"), ours
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK"), ours
+
+
+def measure_all(args, arrays, device: torch.device, scratch: Path) -> tuple[pd.DataFrame, list[float]]:
+    """Every (model, repeat, path) measurement, paths interleaved, and a GEMM after each model's repeat."""
+    gemm_gflops(args.gemm_size, device)  # warm-up: the first product allocates and initialises
+    gemm = [gemm_gflops(args.gemm_size, device)]
+    print(f"throughput: fp32 GEMM {args.gemm_size}^3: {gemm[0]:.1f} GFLOP/s", flush=True)
+    raw, started = [], time.perf_counter()
+    for model in args.models:
+        for repeat in range(args.repeats):
+            # Rotating the order spreads slow drifts (other jobs, heat) over all paths alike.
+            order = list(PATHS)[repeat % len(PATHS):] + list(PATHS)[:repeat % len(PATHS)]
+            for path in order:
+                rate = measure(path, model, arrays, args, device, scratch, repeat)
+                raw.append({"model": model, "path": path, "repeat": repeat, "images_per_s": rate,
+                            "timed_iters": args.iters[model]})
+                print(f"{model:>10}  repeat {repeat + 1}/{args.repeats}  {path:<15} {rate:8.1f} img/s  "
+                      f"({args.iters[model]} timed iterations; {time.perf_counter() - started:4.0f} s so far)", flush=True)
+            gemm.append(gemm_gflops(args.gemm_size, device))
+    return pd.DataFrame(raw), gemm  # repeat 0 runs the paths in PATHS order, so groups come out in it
+
+
+def run(args) -> int:
+    device = _device(args.device)
+    _settings(args, device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cores = os.cpu_count() or 1
+    load_start, cpu_start, wall_start = _load(), _cpu_seconds(), time.perf_counter()
+    print(f"throughput: torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}, "
+          f"load average {load_start} on {cores} cores", flush=True)
+    if load_start > 0.5 * cores:
+        print("throughput: warning: the machine is busy; numbers will be low and noisy", flush=True)
+    arrays = load_cifar10(_data_path(args.data), args.data_root, full=not args.allow_partial)
+    print(f"throughput: data {arrays.source['path']} ({arrays.source['train']} training images)", flush=True)
+    with tempfile.TemporaryDirectory(prefix="throughput-") as scratch:
+        if args.profile:
+            for model in args.models:
+                profile(model, arrays, args, device, Path(scratch))
+            return 0
+        raw, gemm = measure_all(args, arrays, device, Path(scratch))
+
+    cpu_end = _cpu_seconds()
+    # CPU time the machine spent beyond this process and its DataLoader workers: other people's jobs.
+    others = ((cpu_end[0] - cpu_start[0]) - (cpu_end[1] - cpu_start[1])) / (time.perf_counter() - wall_start) / cores
+    meta = provenance()
+    source = arrays.source
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU {_cpu_model()}"
+    date = time.strftime("%Y-%m-%d %H:%M %Z")
+    mult_adds = {m: count_multiply_adds(build_model(m), model_info(m).input_size) for m in args.models}
+    table = summarise(raw, gemm, mult_adds, {
+        "batch_size": args.batch_size, "warmup_iters": args.warmup, "repeats": args.repeats,
+        "threads": torch.get_num_threads(), "device": device_name, "other_cpu": round(others, 3),
+        "commit": meta["commit"], "date": date})
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
+    info = {**meta, "date": date, "device_name": device_name, "threads": torch.get_num_threads(),
+            "cores": f"{cores} logical cores ({usable} usable)", "load_start": load_start, "load_end": _load(),
+            "others": others, "busy": not others < 0.1, "gemm_size": args.gemm_size, "cuda": device.type == "cuda",
+            "command": "python benchmarks/throughput.py " + shlex.join(args.argv),
+            "data": f"{source.get('known') or source['path']} (sha256 {source['sha256'][:12]}, "
+                    f"{source['train']} training images)"}
+    args.out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out / "throughput.csv", index=False, float_format="%.4g")
+    text = render(table, gemm, info)
+    (args.out / "throughput.md").write_text(text)
+    print(text.split("\n## ")[0], flush=True)
+    print(f"throughput: wrote {args.out / 'throughput.md'} and throughput.csv", flush=True)
+    if info["busy"]:
+        print(f"throughput: warning: other processes used {100 * others:.0f}% of the CPU meanwhile; "
+              "measure again on an idle machine", flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the flags, measure, write the tables; 2 on a user mistake, as the CLI does."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    try:
+        return run(args)
+    except UserError as exc:
+        print(f"throughput: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""Smoke tests for benchmarks/throughput.py (issue 5), so the script cannot rot; it is not a test of speed."""
+
+import importlib.util
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+SCRIPT = Path(__file__).parents[1] / "benchmarks" / "throughput.py"
+
+
+@pytest.fixture(scope="module")
+def throughput():
+    """The benchmark script, imported as a module (benchmarks/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("throughput", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def tiny_args(tiny_cifar_archive, cifar_cache_root):
+    """Flags for a run of seconds: resnet8, batch 16, 1 warm-up + 2 timed iterations, one thread."""
+    return ["--models", "resnet8", "--batch-size", "16", "--warmup", "1", "--iters", "2", "--threads", "1",
+            "--device", "cpu", "--data", str(tiny_cifar_archive), "--data-root", str(cifar_cache_root),
+            "--allow-partial"]
+
+
+def test_throughput_main_writes_md_and_csv(throughput, tiny_args, tmp_path, capsys):
+    assert throughput.main([*tiny_args, "--repeats", "1", "--gemm-size", "64", "--out", str(tmp_path)]) == 0
+    table = pd.read_csv(tmp_path / "throughput.csv")
+    assert list(table.columns) == throughput.CSV_COLUMNS
+    assert table["path"].tolist() == ["conventional", "ours-plain", "ours-lightning"]
+    assert (table["model"] == "resnet8").all() and (table["timed_iters"] == 2).all()
+    assert (table["images_per_s"] > 0).all() and (table["gflops"] > 0).all()
+    assert table.set_index("path").vs_conventional["conventional"] == pytest.approx(1.0)
+    md = (tmp_path / "throughput.md").read_text()
+    for label in throughput.PATHS.values():
+        assert label in md
+    assert "| resnet8 | 2 |" in md and "3/1" in md and "3/2" in md
+    assert "python benchmarks/throughput.py --models resnet8" in md  # the exact command is recorded
+    assert "repeat 1/1  ours-lightning" in capsys.readouterr().out  # progress lines
+
+
+def test_throughput_summary_ratios_are_ratios_of_medians(throughput):
+    raw = pd.DataFrame([
+        {"model": "resnet20", "path": path, "repeat": r, "images_per_s": rate, "timed_iters": 50}
+        for path, rates in (("conventional", [100, 90, 110]), ("ours-plain", [150, 160, 140]),
+                            ("ours-lightning", [144, 120, 150]))
+        for r, rate in enumerate(rates)
+    ])
+    table = throughput.summarise(raw, [150.0, 170.0, 160.0], {"resnet20": 40_000_000}, {
+        "batch_size": 128, "warmup_iters": 3, "repeats": 3, "threads": 2, "device": "cpu", "other_cpu": 0.0,
+        "commit": "abc", "date": "today"})
+    ours = table.set_index("path").loc["ours-lightning"]
+    assert (ours.images_per_s, ours.images_per_s_min, ours.images_per_s_max) == (144, 120, 150)
+    assert ours.vs_conventional == pytest.approx(1.44) and ours.vs_ours_plain == pytest.approx(0.96)
+    assert ours.gflops == pytest.approx(3 * 40e6 * 2 * 144 / 1e9)  # 34.56 GFLOP/s
+    assert ours.gemm_fraction == pytest.approx(34.56 / 160)
+
+
+def test_throughput_profile_prints_top_ops(throughput, tiny_args, tmp_path, capsys):
+    assert throughput.main([*tiny_args, "--profile", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "Self CPU" in out and "ms per iteration under the profiler" in out
+    assert not (tmp_path / "throughput.csv").exists()  # profiling writes no results
+
+
+def test_throughput_unknown_model_is_a_user_error(throughput, capsys):
+    assert throughput.main(["--models", "resnet7"]) == 2
+    err = capsys.readouterr().err
+    assert "resnet7" in err and len(err.strip().splitlines()) == 1
