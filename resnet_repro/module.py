@@ -4,26 +4,19 @@ Host syncs happen only every `log_every` iterations: running sums stay on the de
 """
 
 import math
-import re
 import time
 
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 
-from resnet_repro.models import build_model
+from resnet_repro.models import build_model, model_info
 from resnet_repro.schedules import WARMUP_UNTIL_TRAIN_ERROR, warmup_applies, warmup_step_lr
 from resnet_repro.spec import TrainSpec
 
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite."""
-
-
-def model_depth(name: str) -> int:
-    """Depth from a registry name such as `resnet110` or `plain56`."""
-    match = re.search(r"(\d+)$", name)
-    return int(match.group(1)) if match else 0
 
 
 class ClassifierModule(pl.LightningModule):
@@ -38,7 +31,7 @@ class ClassifierModule(pl.LightningModule):
         if self.spec.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         sched = self.spec.schedule
-        self.warmup = sched.warmup == "on" or (sched.warmup == "auto" and warmup_applies(model_depth(self.spec.model)))
+        self.warmup = sched.warmup == "on" or (sched.warmup == "auto" and warmup_applies(model_info(self.spec.model).depth))
         self.warmup_ended_at: int | None = None  # iteration at which training error first fell below 80%
         self.last_train: dict[str, float] = {}
         self.last_eval: dict[str, float] = {}

@@ -4,12 +4,12 @@ Plots and tables are pure functions of these two frames (see plotting.py, tables
 """
 
 import json
-import re
 from pathlib import Path
 
 import pandas as pd
 
 from resnet_repro.errors import UserError
+from resnet_repro.models import model_info
 
 METRICS = ["train/error", "train/loss", "test/error", "test/loss", "val/error", "val/loss", "lr", "throughput"]
 
@@ -38,10 +38,10 @@ def summary_row(record: dict) -> dict:
     """The flat row tables are built from: spec, provenance and last-iterate metrics."""
     spec, final, source = record["spec"], record.get("final", {}), record.get("data_source", {})
     model = spec["model"]
-    depth = re.search(r"(\d+)$", model)
+    info = model_info(model)
     return {
-        "run_id": record["run_id"], "model": model, "family": record.get("family", "cifar"),
-        "depth": int(depth.group(1)) if depth else None, "residual": not model.startswith("plain"),
+        "run_id": record["run_id"], "model": model, "family": info.family,
+        "depth": info.depth, "residual": info.residual,
         "shortcut": spec.get("shortcut") or "A", "seed": spec["seed"], "params": record.get("params"),
         "profile": record.get("profile", "custom"), "artifact": record.get("artifact"),
         "max_iters": spec["schedule"]["max_iters"], "status": record.get("status"),

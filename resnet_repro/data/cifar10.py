@@ -188,7 +188,8 @@ class CIFAR10DataModule(pl.LightningDataModule):
         x = images[index].float().div_(255)
         if split == "train" and self.config.augment:
             x = crop_and_flip(x, batch["crop"], batch["flip"])
-        x = (x - self._mean_on(index.device)) / self._std_on(index.device)
+        mean, std = self._normalisation_on(index.device)
+        x = (x - mean) / std
         return x.contiguous(memory_format=torch.channels_last), labels[index], split
 
     def _resident(self, split: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -198,15 +199,10 @@ class CIFAR10DataModule(pl.LightningDataModule):
             self._split[split] = (images, labels)
         return images, labels
 
-    def _mean_on(self, device: torch.device) -> torch.Tensor:
+    def _normalisation_on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         if self.mean.device != device:
-            self.mean = self.mean.to(device)
-        return self.mean
-
-    def _std_on(self, device: torch.device) -> torch.Tensor:
-        if self.std.device != device:
-            self.std = self.std.to(device)
-        return self.std
+            self.mean, self.std = self.mean.to(device), self.std.to(device)
+        return self.mean, self.std
 
     def state_dict(self) -> dict:
         """Stored in checkpoints so an evaluation can normalise exactly as training did."""
