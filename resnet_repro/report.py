@@ -80,6 +80,7 @@ def render_experiment(experiment: Experiment, profile: Profile, runs_dir: Path, 
             panels = [p for p in panels if p[1]]  # a panel whose depths this profile does not run is left out
             fig = plotting.plot_error_curves(curves, panels, footer=footer + ("\n" + "; ".join(notes) if notes else ""),
                                              ylim=ylim, labels=experiment.labels, xscale=_xscale(profile))
+        fig.suptitle(f"{experiment.id} ({profile.name} profile)", fontsize=10)
         written += plotting.save_figure(fig, base)
         comparison = tables.depth_comparison(summary)
         text = tables.render_markdown(comparison, title=f"{experiment.id}: final errors (%), last iterate",
