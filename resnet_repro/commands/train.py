@@ -49,6 +49,7 @@ def add_hardware_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", default="32-true", help="32-true (the paper's), bf16-mixed, 16-mixed")
     parser.add_argument("--deterministic", action="store_true", help="deterministic kernels (slower)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (GPU speed option; numerics may differ slightly)")
     parser.add_argument("--wandb", choices=["on", "offline", "off"], default="on",
                         help="on: online if logged in, else offline; off: local logs only")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
@@ -72,7 +73,7 @@ def hardware_from_args(args):
 
     return Hardware(accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes,
                     strategy=args.strategy, precision=args.precision, deterministic=args.deterministic,
-                    threads=args.threads)
+                    threads=args.threads, compile=args.compile)
 
 
 def register(subparsers) -> None:
