@@ -23,7 +23,7 @@ class Panel:
 
 @dataclass(frozen=True)
 class Experiment:
-    """A paper artifact: its runs and how they are rendered (`figure`, `train_test` or `table6`)."""
+    """A paper artifact: its runs and how they are rendered (`train_test`, `curves` or `table6`)."""
 
     id: str  # the paper's numbering: fig1, fig6, table6; also the results/ folder and the W&B group
     caption: str

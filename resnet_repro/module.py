@@ -31,7 +31,7 @@ class ClassifierModule(pl.LightningModule):
         if self.spec.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         sched = self.spec.schedule
-        self.warmup = sched.warmup == "on" or (sched.warmup == "auto" and warmup_applies(model_info(self.spec.model).depth))
+        self.warmup = sched.warmup == "on" or (sched.warmup == "auto" and warmup_applies(model_info(self.spec.model).depth, model_info(self.spec.model).residual))
         self.warmup_ended_at: int | None = None  # iteration at which training error first fell below 80%
         self.last_train: dict[str, float] = {}
         self.last_eval: dict[str, float] = {}

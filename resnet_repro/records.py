@@ -43,7 +43,7 @@ def summary_row(record: dict) -> dict:
         "run_id": record["run_id"], "model": model, "family": info.family,
         "depth": info.depth, "residual": info.residual,
         "shortcut": spec.get("shortcut") or "A", "seed": spec["seed"], "params": record.get("params"),
-        "profile": record.get("profile", "custom"), "artifact": record.get("artifact"),
+        "profile": record.get("profile", "custom"),
         "max_iters": spec["schedule"]["max_iters"], "status": record.get("status"),
         "iterations": record.get("iterations"),
         "final_train_error": final.get("train/error"), "final_test_error": final.get("test/error"),

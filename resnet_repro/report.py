@@ -134,7 +134,9 @@ def _log_to_wandb(experiment: Experiment, profile: Profile, written: list[Path],
     """Attach the rendered figure and table to the experiment's W&B run group."""
     import wandb
 
-    offline = mode == "offline" or not wandb.api.api_key
+    from resnet_repro.training import wandb_offline
+
+    offline = wandb_offline(mode)
     run = wandb.init(project="resnet-repro", group=f"{experiment.id}-{profile.name}", job_type="report",
                      name=f"{experiment.id}-{profile.name}-report", mode="offline" if offline else "online",
                      dir=str(runs_dir))

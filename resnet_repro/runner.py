@@ -44,9 +44,29 @@ def run_status(run_dir: Path) -> str | None:
 
 
 def _train_one(spec: TrainSpec, run_dir: Path, resume: bool, options: dict, hardware) -> dict:
+    """Train one run; a divergence is recorded in its run.json and reported, not raised."""
+    from resnet_repro.module import NonFiniteLossError
     from resnet_repro.training import RunOptions, train
 
-    return train(spec, RunOptions(run_dir=run_dir, resume=resume, **options), hardware)
+    try:
+        return train(spec, RunOptions(run_dir=run_dir, resume=resume, **options), hardware)
+    except NonFiniteLossError as exc:
+        print(f"{run_dir.name}: diverged: {exc}", file=sys.stderr)
+        return {"run_id": run_dir.name, "status": "diverged", "final": {}}
+
+
+def check_cached(run_dir: Path, data_sha256: str, hardware) -> None:
+    """A finished run is reused only if it trained on the same data with the same numerics."""
+    record = json.loads((run_dir / "run.json").read_text())
+    theirs = record.get("data_source", {}).get("sha256")
+    if theirs != data_sha256:
+        raise UserError(f"{run_dir} was trained on other data ({record['data_source'].get('path')}); "
+                        "use another --runs-dir for this copy, or --force to retrain")
+    flags = record.get("hardware_flags", {})
+    for name in ("precision", "compile"):
+        if flags.get(name, getattr(hardware, name)) != getattr(hardware, name):
+            raise UserError(f"{run_dir} was trained with --{name} {flags.get(name)}; use the same flag, "
+                            "another --runs-dir, or --force to retrain")
 
 
 def run_experiment(experiment: Experiment, profile: Profile, *, runs_dir: Path, results_dir: Path,
@@ -54,12 +74,21 @@ def run_experiment(experiment: Experiment, profile: Profile, *, runs_dir: Path, 
                    wandb: str = "on", progress: bool = True) -> list[dict]:
     """Train what is not trained yet (resuming interrupted runs), then render unless `only` was given."""
     specs = select_runs(plan_runs(experiment, profile, data), only)
+    data_sha256 = None
     todo = []
     for spec in specs:
         run_dir = runs_dir / run_id(spec)
         status = run_status(run_dir)
         if status == "finished" and not force:
+            if data_sha256 is None:  # the copy this invocation would train on (a cache hit: well under a second)
+                from resnet_repro.data.sources import load_cifar10
+
+                data_sha256 = load_cifar10(spec.data.data, spec.data.root, full=spec.data.full, progress=False).source["sha256"]
+            check_cached(run_dir, data_sha256, hardware)
             print(f"{run_id(spec)}: finished earlier, not retrained (--force retrains)")
+            continue
+        if status == "diverged" and not force:
+            print(f"{run_id(spec)}: diverged earlier; not retried (--force retrains from scratch)")
             continue
         resume = (run_dir / "checkpoints" / "last.ckpt").exists() and not force
         if run_dir.exists() and not resume:
@@ -74,6 +103,8 @@ def run_experiment(experiment: Experiment, profile: Profile, *, runs_dir: Path, 
         for spec, run_dir, resume in todo:
             print(f"{run_id(spec)}: {'resuming' if resume else 'training'} {spec.model} seed {spec.seed}")
             records.append(_train_one(spec, run_dir, resume, options, hardware))
+            if records[-1]["status"] == "interrupted":  # Ctrl-C stops the whole artifact, not just this run
+                break
     else:
         # Small CIFAR nets leave a device idle: several runs share it, each with its share of the CPU threads.
         threads = hardware.threads or max(1, (os.cpu_count() or 1) // jobs)

@@ -24,12 +24,15 @@ def warmup_step_lr(
     gamma: float = 0.1,
 ) -> float:
     """`step_lr`, but base_lr * 0.1 while the paper's warm-up has not yet ended."""
-    if warmup and warmup_ended_at is None:
+    if warmup and warmup_ended_at is None and (not milestones or iteration < milestones[0]):
+        # A warm-up that has not ended by the first lr drop gives way to the schedule there (the paper's
+        # ends after ~400 of 64k iterations; one that never ends must not freeze the lr at 0.01).
         return base_lr * WARMUP_LR_FACTOR
     return step_lr(iteration, base_lr, milestones, gamma)
 
 
-def warmup_applies(depth: int) -> bool:
-    """The paper warms up its 110-layer net; the 1202-layer net is "trained as described above"."""
+def warmup_applies(depth: int, residual: bool = True) -> bool:
+    """The paper warms up its 110-layer ResNet; the 1202-layer one is "trained as described above"."""
     # The paper is not explicit for 1202 layers; we read "as described above" as including warm-up.
-    return depth >= 110
+    # Plain-110 is not warmed up: the paper mentions warm-up for the residual net only.
+    return residual and depth >= 110

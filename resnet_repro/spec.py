@@ -47,8 +47,14 @@ class TrainSpec:
             raise UserError(f"--iterations must be positive, got {s.max_iters}")
         if s.lr <= 0:
             raise UserError(f"--lr must be positive, got {s.lr}")
-        if list(s.milestones) != sorted(s.milestones) or any(m <= 0 or m >= s.max_iters for m in s.milestones):
+        increasing = all(a < b for a, b in zip(s.milestones, s.milestones[1:]))
+        if not increasing or any(m <= 0 or m >= s.max_iters for m in s.milestones):
             raise UserError(f"--milestones {','.join(map(str, s.milestones))} must increase and lie strictly between 0 and --iterations {s.max_iters}")
+        from resnet_repro.models import model_info  # deferred: models import nothing from here
+
+        if model_info(self.model).family != "cifar":
+            raise UserError(f"{self.model} is an ImageNet net; CIFAR-10 training takes the 6n+2 nets "
+                            "(resnet20, plain56, resnet110, ...; see `resnet-repro models --family cifar`)")
         if s.warmup not in ("auto", "on", "off"):
             raise UserError(f"--warmup must be auto, on or off, got {s.warmup!r}")
         if self.batch_size <= 0:

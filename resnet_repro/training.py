@@ -4,8 +4,10 @@ A run directory holds `run.json` (config, provenance, status, final metrics), `m
 CSVLogger: the source of truth for plots and tables) and `checkpoints/last.ckpt`.
 """
 
+import dataclasses
 import json
 import logging
+import netrc
 import os
 import platform
 import signal
@@ -25,6 +27,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from resnet_repro.data.cifar10 import CIFAR10DataModule
 from resnet_repro.errors import UserError
+from resnet_repro.flops import count_parameters
 from resnet_repro.module import ClassifierModule, NonFiniteLossError
 from resnet_repro.spec import TrainSpec, spec_digest
 
@@ -151,6 +154,18 @@ def write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
+def wandb_offline(requested: str) -> bool:
+    """`--wandb on` logs online only when the user is logged in (WANDB_API_KEY or `wandb login`'s netrc)."""
+    if requested == "offline" or os.environ.get("WANDB_MODE") in ("offline", "dryrun"):
+        return True
+    if os.environ.get("WANDB_API_KEY"):
+        return False
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is None
+    except (OSError, netrc.NetrcParseError):
+        return True
+
+
 def _wandb_logger(spec: TrainSpec, options: RunOptions):
     """W&B through Lightning: online when logged in, otherwise offline (sync later with `wandb sync`)."""
     if options.wandb == "off":
@@ -158,7 +173,7 @@ def _wandb_logger(spec: TrainSpec, options: RunOptions):
     import wandb  # imported only when on: it takes seconds
     from lightning.pytorch.loggers import WandbLogger
 
-    offline = options.wandb == "offline" or os.environ.get("WANDB_MODE") == "offline" or not wandb.api.api_key
+    offline = wandb_offline(options.wandb)
     if wandb.run is not None:  # a run left open in this process would swallow this one's logs
         wandb.finish()
     return WandbLogger(project=options.wandb_project, group=options.group, name=options.run_dir.name,
@@ -173,7 +188,9 @@ def train(spec: TrainSpec, options: RunOptions, hardware: Hardware = Hardware(),
         raise UserError(f"--wandb must be on, offline or off, got {options.wandb!r}")
     if hardware.precision not in PRECISIONS:
         raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {hardware.precision!r}")
-    if hardware.threads:
+    if hardware.threads is not None:
+        if hardware.threads < 1:
+            raise UserError(f"--threads must be at least 1, got {hardware.threads}")
         torch.set_num_threads(hardware.threads)
     pl.seed_everything(spec.seed, workers=True, verbose=False)
     module = ClassifierModule(spec)  # unknown model names fail here, before anything is written
@@ -192,6 +209,9 @@ def train(spec: TrainSpec, options: RunOptions, hardware: Hardware = Hardware(),
         old, new = _flat(previous["spec"]), _flat(spec.to_dict())
         changed = ", ".join(f"{k} {old.get(k)} -> {new.get(k)}" for k in sorted(new) if old.get(k) != new.get(k))
         raise UserError(f"{run_dir} was started with other settings ({changed}); resume with the same flags")
+    if previous and previous.get("data_source", {}).get("sha256") != dm.source.get("sha256"):
+        raise UserError(f"{run_dir} was started on other data ({previous['data_source'].get('path')}, sha256 "
+                        f"{str(previous['data_source'].get('sha256'))[:12]}); resume with that --data")
     # Under DDP the launcher re-runs this function in every process (torchrun, SLURM, or Lightning's own
     # launcher starting ranks 1.. from inside fit): only global rank 0 checks and writes the run's files.
     is_zero = rank_zero_only.rank == 0
@@ -224,8 +244,8 @@ def train(spec: TrainSpec, options: RunOptions, hardware: Hardware = Hardware(),
 
     record = {
         "run_id": run_dir.name, "status": "running", "spec": spec.to_dict(), **(options.extra_meta or {}),
-        "hardware_flags": hardware.__dict__, "data_source": dm.source, **provenance(),
-        "params": sum(p.numel() for p in module.model.parameters()),
+        "hardware_flags": dataclasses.asdict(hardware), "data_source": dm.source, **provenance(),
+        "params": count_parameters(module.model),
         "val_indices": None if dm.val_indices is None else dm.val_indices.tolist(),
         "started": previous.get("started", time.strftime("%Y-%m-%dT%H:%M:%S%z")),
         "wall_time_s": previous.get("wall_time_s", 0.0),
@@ -246,8 +266,11 @@ def train(spec: TrainSpec, options: RunOptions, hardware: Hardware = Hardware(),
             # Lightning unwraps a compiled LightningModule for checkpoints, so compiled and eager runs share them.
             fit_module = torch.compile(module) if hardware.compile else module
             trainer.fit(fit_module, datamodule=dm, ckpt_path=str(last) if options.resume else None)
-            if not interrupt.interrupted and module.last_eval.get("step") != trainer.global_step:
-                trainer.validate(module, datamodule=dm, verbose=False)  # the last iterate is always evaluated
+            if not interrupt.interrupted:
+                if module.last_eval.get("step") != trainer.global_step:
+                    trainer.validate(module, datamodule=dm, verbose=False)  # the last iterate is always evaluated
+                if trainer.global_step % spec.checkpoint_every:  # Lightning saved `last` at the previous multiple
+                    trainer.save_checkpoint(last)
         except Exception as exc:
             status = "diverged" if isinstance(exc, NonFiniteLossError) else f"failed: {type(exc).__name__}"
             record.update(status=status, wall_time_s=record["wall_time_s"] + time.perf_counter() - started)

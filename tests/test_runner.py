@@ -73,12 +73,12 @@ def test_report_rebuilds_identical_tables_from_logs(fig1, workspace):
     base, flags = workspace
     assert main(["run", "table6", *flags]) == 0  # everything cached: renders only
     results = base / "results"
-    before = {p.name: p.read_text() for p in results.glob("*/*.csv")}
+    tables = lambda: {p.name: p.read_text() for p in [*results.glob("*/*.csv"), *results.glob("*/*.md")]}  # noqa: E731
+    before = tables()
     for path in results.glob("*/*"):
         path.unlink()
     assert main(["report", "--runs-dir", str(base / "runs"), "--results-dir", str(results)]) == 0
-    after = {p.name: p.read_text() for p in results.glob("*/*.csv")}
-    assert after == before and len(after) >= 7
+    assert tables() == before and len(before) >= 10
 
 
 def test_only_and_unknown_names_are_one_line_errors(fig1, workspace, capsys):
@@ -126,3 +126,18 @@ def test_notebook_runs_on_smoke_results(fig1, workspace):
     assert not [o for o in outputs if o.output_type == "error"]
     text = json.dumps([o.get("data", {}).get("text/plain", o.get("text", "")) for o in outputs])
     assert "plain56" in text and "8.75" in text
+
+
+def test_cached_runs_are_not_reused_for_another_data_copy(fig1, workspace, tmp_path, capsys):
+    import tarfile
+
+    from conftest import write_imagefolder
+
+    base, flags = workspace
+    other = tmp_path / "other.tar.gz"
+    with tarfile.open(other, "w:gz") as tf:
+        tf.add(write_imagefolder(tmp_path / "other", seed=7), arcname="other")
+    flags = list(flags)
+    flags[flags.index("--data") + 1] = str(other)
+    assert main(["run", "fig1", *flags]) == 2
+    assert "was trained on other data" in capsys.readouterr().err

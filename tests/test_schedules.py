@@ -73,3 +73,23 @@ def test_schedule_scaled_keeps_the_papers_shape():
 def test_train_spec_validate_rejects_impossible_schedules(schedule, flag):
     with pytest.raises(UserError, match=flag):
         TrainSpec(schedule=schedule).validate()
+
+
+def test_warmup_gives_way_at_the_first_milestone_if_it_never_ended():
+    # A net that never gets below 80% train error must not train at 0.01 for the whole schedule.
+    kwargs = dict(warmup=True, warmup_ended_at=None)
+    assert warmup_step_lr(31_999, 0.1, (32_000, 48_000), **kwargs) == pytest.approx(0.01)
+    assert warmup_step_lr(32_000, 0.1, (32_000, 48_000), **kwargs) == pytest.approx(0.01)  # the schedule's own 0.01
+    assert warmup_step_lr(48_000, 0.1, (32_000, 48_000), **kwargs) == pytest.approx(0.001)
+
+
+def test_warmup_is_for_residual_nets_only():
+    assert warmup_applies(110, residual=True) and warmup_applies(1202, residual=True)
+    assert not warmup_applies(110, residual=False)
+
+
+def test_spec_refuses_imagenet_nets_and_repeated_milestones():
+    with pytest.raises(UserError, match="ImageNet net"):
+        TrainSpec(model="resnet50").validate()
+    with pytest.raises(UserError, match="must increase"):
+        TrainSpec(schedule=Schedule(max_iters=10, milestones=(5, 5))).validate()

@@ -186,6 +186,19 @@ def test_train_writes_last_checkpoint(finished_run):
     assert "warmup_ended_at" in checkpoint
 
 
+def test_train_checkpoints_the_last_iterate_off_the_checkpoint_grid(tiny_cifar_archive, cifar_cache_root, tmp_path):
+    spec = tiny_spec(tiny_cifar_archive, cifar_cache_root, iters=10, milestones=(5, 8), checkpoint_every=4)
+    record = run(spec, tmp_path / "run")
+    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert record["iterations"] == checkpoint["global_step"] == 10
+
+
+def test_cli_train_rejects_a_non_positive_thread_count(tiny_cifar_archive, cifar_cache_root, tmp_path, capsys):
+    assert main(cli_args(tiny_cifar_archive, cifar_cache_root, tmp_path / "runs", "--threads", "-1")) == 2
+    assert "--threads must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
 def test_train_throughput_times_training_only(tiny_cifar_archive, cifar_cache_root, tmp_path, monkeypatch):
     # A slow start (decoding a real copy takes seconds) must not show up as a slow first interval.
     original = CIFAR10DataModule.prepare_data

@@ -73,9 +73,12 @@ def execute(experiment: Experiment, args) -> int:
     data = DataConfig(data=args.data, root=args.data_root)
     runs_dir, results_dir = Path(args.runs_dir), Path(args.results_dir)
     started = time.perf_counter()
-    run_experiment(experiment, profile, runs_dir=runs_dir, results_dir=results_dir, data=data,
-                   hardware=hardware_from_args(args), only=args.only, force=args.force, jobs=args.jobs,
-                   wandb=args.wandb, progress=args.progress)
+    records = run_experiment(experiment, profile, runs_dir=runs_dir, results_dir=results_dir, data=data,
+                             hardware=hardware_from_args(args), only=args.only, force=args.force, jobs=args.jobs,
+                             wandb=args.wandb, progress=args.progress)
+    if any(r["status"] == "interrupted" for r in records):
+        print(f"{experiment.id}: interrupted; checkpoint saved. Run the same command again to resume.")
+        return 130
     if args.only is not None:
         print(f"trained {args.only}; render the artifact once all its runs are done: resnet-repro report {experiment.id} --profile {profile.name}")
         return 0

@@ -40,8 +40,6 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
 def add_hardware_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default=None, help="CIFAR-10 source: torchvision root, ImageFolder dir or .tar/.tar.gz/.zip (default: $RESNET_REPRO_DATA)")
     parser.add_argument("--data-root", default=None, help="cache directory (default: ~/.cache/resnet-repro)")
-    parser.add_argument("--allow-partial", action="store_true",
-                        help="accept a source without all 60,000 images (tests and tiny runs only)")
     parser.add_argument("--accelerator", default="auto", help="cpu, gpu or auto (Lightning)")
     parser.add_argument("--devices", default="1", help="device count or list (Lightning)")
     parser.add_argument("--num-nodes", type=int, default=1)
@@ -56,11 +54,11 @@ def add_hardware_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def spec_from_args(args, model: str) -> TrainSpec:
-    milestones = args.milestones
-    schedule = Schedule(max_iters=args.iterations, lr=args.lr, warmup=args.warmup,
-                        milestones=milestones if milestones is not None else Schedule().milestones)
-    if milestones is None and args.iterations != Schedule().max_iters:
-        schedule = dataclasses.replace(schedule.scaled(args.iterations), lr=args.lr, warmup=args.warmup)
+    schedule = Schedule(lr=args.lr, warmup=args.warmup)
+    if args.milestones is None:  # the paper's shape over --iterations (at 64000: the paper's own milestones)
+        schedule = schedule.scaled(args.iterations)
+    else:
+        schedule = dataclasses.replace(schedule, max_iters=args.iterations, milestones=args.milestones)
     data = DataConfig(data=args.data, root=args.data_root, val_split=args.val_split, normalize=args.normalize,
                       augment=args.augment, full=not args.allow_partial)
     return TrainSpec(model=model, shortcut=args.shortcut, schedule=schedule, batch_size=args.batch_size,
@@ -82,6 +80,8 @@ def register(subparsers) -> None:
     parser.add_argument("model", help="e.g. resnet20, plain56, resnet110 (see `resnet-repro models`)")
     add_spec_arguments(parser)
     add_hardware_arguments(parser)
+    parser.add_argument("--allow-partial", action="store_true",
+                        help="accept a source without all 60,000 images (tests and tiny runs only)")
     parser.add_argument("--out", default="runs", help="runs directory; the run goes to OUT/MODEL-sSEED")
     parser.add_argument("--name", default=None, help="run directory name (default: MODEL-sSEED)")
     parser.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")

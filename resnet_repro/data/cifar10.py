@@ -127,7 +127,7 @@ class CIFAR10DataModule(pl.LightningDataModule):
     # -- set-up -------------------------------------------------------------------------------
     def prepare_data(self) -> None:
         """Decode the source into the uint8 cache once (rank 0)."""
-        if self.arrays is None:
+        if self.arrays is None and not self._split:
             load_cifar10(self.config.data, self.config.root, full=self.config.full)
 
     def setup(self, stage: str | None = None) -> None:
@@ -139,8 +139,9 @@ class CIFAR10DataModule(pl.LightningDataModule):
         if self.config.val_split:
             if not 0 < self.config.val_split < len(train_x):
                 raise UserError(f"--val-split {self.config.val_split} must be between 1 and {len(train_x) - 1}")
-            # A fixed, seeded hold-out (the paper's 45k/5k protocol); excluded from training and the mean.
-            perm = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(_stream_seed(self.seed, 3, 0)))
+            # One fixed hold-out for every run (the paper's single 45k/5k split), whatever the run's seed;
+            # excluded from training and from the mean image.
+            perm = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(_stream_seed(0, 3, 0)))
             self.val_indices = perm[: self.config.val_split].sort().values
             keep = perm[self.config.val_split :].sort().values
             self._split["val"] = (train_x[self.val_indices], train_y[self.val_indices])
