@@ -1,6 +1,6 @@
 """Fig. 6: training on CIFAR-10; dashed = training error, bold = test error.
 
-    python experiments/fig6.py --profile quick    # 20 and 56 layers, plain and ResNet, 2,000 iterations: ~2.5 h on 2 CPU cores
+    python experiments/fig6.py --profile quick --jobs 2  # 20 and 56 layers, plain and ResNet, 2,000 iterations: ~1.5 h on 2 CPU cores
     python experiments/fig6.py --profile paper    # all depths, 64k iterations (Sec. 4.2): for a GPU
 
 Left: plain-20/32/44/56 (deeper = higher error). Middle: ResNet-20/32/44/56/110 (deeper = lower error).

@@ -117,14 +117,14 @@ def _iteration_label(xscale: float) -> str:
     return f"iter. (×{xscale:g})"
 
 
-def _new_figure(n_panels: int, footer: str):
+def _new_figure(n_panels: int, footer: str, title: str | None = None):
     """A figure of `n_panels` axes side by side with `footer` wrapped in the space under them."""
     width = PANEL_SIZE[0] * n_panels
     chars_per_line = int(width * 72 / (FOOTER_FONTSIZE * 0.6))
     paragraphs = [textwrap.fill(p, chars_per_line, break_long_words=False) for p in footer.split("\n") if p]
     wrapped = "\n".join(paragraphs)
     footer_height = 0.14 * (wrapped.count("\n") + 1) + 0.1
-    title_height, xlabel_height = 0.35, 0.55
+    title_height, xlabel_height = (0.65 if title else 0.35), 0.55
     height = title_height + PANEL_SIZE[1] + xlabel_height + footer_height
     fig = Figure(figsize=(width, height))
     axes = fig.subplots(1, n_panels, squeeze=False)[0]
@@ -133,6 +133,8 @@ def _new_figure(n_panels: int, footer: str):
         top=1 - title_height / height, bottom=(xlabel_height + footer_height) / height,
     )
     fig.text(0.01, 0.05 / height, wrapped, fontsize=FOOTER_FONTSIZE, ha="left", va="bottom")
+    if title:
+        fig.suptitle(title, y=1 - 0.06 / height, va="top", fontsize=10)
     return fig, list(axes)
 
 
@@ -159,7 +161,7 @@ def _footer_text(curves, models, missing, seed, footer, styles: str) -> str:
 
 
 def plot_error_curves(curves: pd.DataFrame, panels, *, footer: str, ylim=(0, 20), xscale: float = 1e4,
-                      seed: int | None = None, labels: dict[str, str] | None = None) -> Figure:
+                      seed: int | None = None, labels: dict[str, str] | None = None, title: str | None = None) -> Figure:
     """Fig. 6 style: one panel per (title, [models]); dashed = training error, bold = test error.
 
     Args:
@@ -171,7 +173,7 @@ def plot_error_curves(curves: pd.DataFrame, panels, *, footer: str, ylim=(0, 20)
     models = [m for _, panel_models in panels for m in panel_models]
     missing = missing_models(curves, models, seed=seed)
     text = _footer_text(curves, models, missing, seed, footer, "dashed = training error, bold = test error")
-    fig, axes = _new_figure(len(panels), text)
+    fig, axes = _new_figure(len(panels), text, title)
     for ax, (title, panel_models) in zip(axes, panels):
         for model in panel_models:
             if model in missing:
@@ -189,11 +191,12 @@ def plot_error_curves(curves: pd.DataFrame, panels, *, footer: str, ylim=(0, 20)
 
 
 def plot_train_test_panels(curves: pd.DataFrame, models, *, footer: str, ylim=(0, 20), xscale: float = 1e4,
-                           seed: int | None = None, labels: dict[str, str] | None = None) -> Figure:
+                           seed: int | None = None, labels: dict[str, str] | None = None,
+                           title: str | None = None) -> Figure:
     """Fig. 1 style: training error (left) and test error (right) of `models`, labelled "20-layer" etc."""
     missing = missing_models(curves, models, seed=seed)
     text = _footer_text(curves, models, missing, seed, footer, "left: training error, right: test error")
-    fig, (left, right) = _new_figure(2, text)
+    fig, (left, right) = _new_figure(2, text, title)
     # Fig. 1 labels by depth alone ("20-layer"); that is ambiguous once plain and residual nets mix.
     one_kind = len({re.sub(r"\d+$", "", m) for m in models}) == 1
     for model in dict.fromkeys(models):

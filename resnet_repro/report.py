@@ -69,10 +69,11 @@ def render_experiment(experiment: Experiment, profile: Profile, runs_dir: Path, 
         written += [base.with_suffix(".md"), base.with_suffix(".csv")]
     else:
         ylim = _ylim(profile, curves)
+        title = f"{experiment.id} ({profile.name} profile)"
         models = [m for m in experiment.models if m not in skipped]
         if experiment.render == "train_test":
             fig = plotting.plot_train_test_panels(curves, models, footer=footer, ylim=ylim, labels=experiment.labels,
-                                                  xscale=_xscale(profile))
+                                                  xscale=_xscale(profile), title=title)
         else:
             off = plotting.off_scale_models(curves, models, ymax=ylim[1])
             if off:  # as in the paper: "the error of plain-110 is higher than 60% and not displayed"
@@ -81,8 +82,8 @@ def render_experiment(experiment: Experiment, profile: Profile, runs_dir: Path, 
             panels = [(p.title, [m for m in p.models if m in models and m not in off]) for p in experiment.panels]
             panels = [p for p in panels if p[1]]  # a panel whose depths this profile does not run is left out
             fig = plotting.plot_error_curves(curves, panels, footer=footer + ("\n" + "; ".join(notes) if notes else ""),
-                                             ylim=ylim, labels=experiment.labels, xscale=_xscale(profile))
-        fig.suptitle(f"{experiment.id} ({profile.name} profile)", fontsize=10)
+                                             ylim=ylim, labels=experiment.labels, xscale=_xscale(profile),
+                                             title=title)
         written += plotting.save_figure(fig, base)
         comparison = tables.depth_comparison(summary)
         text = tables.render_markdown(comparison, title=f"{experiment.id}: final errors (%), last iterate",
