@@ -63,6 +63,11 @@ def check_cached(run_dir: Path, data_sha256: str, hardware) -> None:
         raise UserError(f"{run_dir} was trained on other data ({record['data_source'].get('path')}); "
                         "use another --runs-dir for this copy, or --force to retrain")
     flags = record.get("hardware_flags", {})
+    # BN normalises over batch / world size images (Sec. 4.2's 64 on two GPUs): a different split is another run.
+    world = int(hardware.devices) * hardware.num_nodes if str(hardware.devices).isdigit() else None
+    if world is not None and record.get("world_size", 1) != world:
+        raise UserError(f"{run_dir} was trained on {record.get('world_size', 1)} device(s), not {world}: BN statistics "
+                        "differ; use another --runs-dir, or --force to retrain")
     for name in ("precision", "compile"):
         if flags.get(name, getattr(hardware, name)) != getattr(hardware, name):
             raise UserError(f"{run_dir} was trained with --{name} {flags.get(name)}; use the same flag, "

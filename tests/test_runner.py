@@ -147,3 +147,15 @@ def test_cached_runs_are_not_reused_for_another_data_copy(fig1, workspace, tmp_p
     flags[flags.index("--data") + 1] = str(other)
     assert main(["run", "fig1", *flags]) == 2
     assert "was trained on other data" in capsys.readouterr().err
+
+
+def test_cached_runs_are_not_reused_for_another_device_count(fig1, workspace, capsys):
+    base, flags = workspace
+    record_path = next((base / "runs").glob("plain20-*/run.json"))
+    record = json.loads(record_path.read_text())
+    try:
+        record_path.write_text(json.dumps({**record, "world_size": 2}))  # as if trained with --devices 2
+        assert main(["run", "fig1", *flags]) == 2
+        assert "trained on 2 device(s), not 1" in capsys.readouterr().err
+    finally:
+        record_path.write_text(json.dumps(record))
