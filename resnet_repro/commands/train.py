@@ -18,7 +18,7 @@ def _milestones(text: str) -> tuple[int, ...]:
 
 
 def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags that change a run's numbers (shared with `run` for overrides)."""
+    """Flags that change a run's numbers (Sec. 4.2 defaults)."""
     d, s = TrainSpec(), Schedule()
     parser.add_argument("--iterations", type=int, default=s.max_iters, help="stop after this many iterations (paper: 64000)")
     parser.add_argument("--milestones", type=_milestones, default=None,
