@@ -115,4 +115,4 @@ def print_plan(experiment: Experiment, profile_name: str) -> None:
     if skipped:
         print(f"  not in this profile: {', '.join(skipped)}")
     print(f"  total {sum(flops) / 1e15:.2f} PFLOP: about {hours:.1f} h on a 2-core CPU at {CPU_GFLOPS:.0f} GFLOP/s "
-          "(minutes on one modern GPU)")
+          "(a GPU's rate for these small nets is not measured yet)")
