@@ -259,19 +259,16 @@ def test_load_cifar10_truncated_archive_raises_and_leaves_no_cache(tiny_cifar_ar
     assert cache_files(tmp_path / "root") == []
 
 
-def test_load_cifar10_wrong_size_image_names_file(make_imagefolder, tmp_path):
+@pytest.mark.parametrize("mode, size, image, message", [
+    ("RGB", (32, 31), "train/cat/0001.png", r"train/cat/0001.png is 32x31 RGB, but CIFAR-10 images are 32x32"),
+    ("RGBA", (32, 32), "test/dog/0000.png", r"test/dog/0000.png is 32x32 RGBA"),
+], ids=["wrong size", "alpha channel"])
+def test_load_cifar10_bad_image_names_file_and_leaves_no_cache(make_imagefolder, tmp_path, mode, size, image, message):
     folder = make_imagefolder(train=2, test=1)
-    Image.new("RGB", (32, 31)).save(folder / "train" / "cat" / "0001.png")
-    with pytest.raises(DataError, match=r"train/cat/0001.png is 32x31 RGB, but CIFAR-10 images are 32x32"):
+    Image.new(mode, size).save(folder / image)
+    with pytest.raises(DataError, match=message):
         load_cifar10(folder, tmp_path / "root", full=False, progress=False)
     assert cache_files(tmp_path / "root") == []
-
-
-def test_load_cifar10_grey_alpha_image_rejected(make_imagefolder, tmp_path):
-    folder = make_imagefolder(train=2, test=1)
-    Image.new("RGBA", (32, 32)).save(folder / "test" / "dog" / "0000.png")
-    with pytest.raises(DataError, match=r"test/dog/0000.png is 32x32 RGBA"):
-        load_cifar10(folder, tmp_path / "root", full=False, progress=False)
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated"])
