@@ -55,23 +55,14 @@ def _train_one(spec: TrainSpec, run_dir: Path, resume: bool, options: dict, hard
         return {"run_id": run_dir.name, "status": "diverged", "final": {}}
 
 
-def check_cached(run_dir: Path, data_sha256: str, hardware) -> None:
+def check_cached(run_dir: Path, spec: TrainSpec, data_sha256: str, hardware) -> None:
     """A finished run is reused only if it trained on the same data with the same numerics."""
-    record = json.loads((run_dir / "run.json").read_text())
-    theirs = record.get("data_source", {}).get("sha256")
-    if theirs != data_sha256:
-        raise UserError(f"{run_dir} was trained on other data ({record['data_source'].get('path')}); "
-                        "use another --runs-dir for this copy, or --force to retrain")
-    flags = record.get("hardware_flags", {})
-    # BN normalises over batch / world size images (Sec. 4.2's 64 on two GPUs): a different split is another run.
-    world = int(hardware.devices) * hardware.num_nodes if str(hardware.devices).isdigit() else None
-    if world is not None and record.get("world_size", 1) != world:
-        raise UserError(f"{run_dir} was trained on {record.get('world_size', 1)} device(s), not {world}: BN statistics "
-                        "differ; use another --runs-dir, or --force to retrain")
-    for name in ("precision", "compile"):
-        if flags.get(name, getattr(hardware, name)) != getattr(hardware, name):
-            raise UserError(f"{run_dir} was trained with --{name} {flags.get(name)}; use the same flag, "
-                            "another --runs-dir, or --force to retrain")
+    from resnet_repro.training import differences
+
+    changed = differences(json.loads((run_dir / "run.json").read_text()), spec, data_sha256, hardware)
+    if changed:
+        raise UserError(f"{run_dir} was trained with other settings ({', '.join(changed)}); "
+                        "use another --runs-dir, or --force to retrain")
 
 
 def run_experiment(experiment: Experiment, profile: Profile, *, runs_dir: Path, results_dir: Path,
@@ -89,7 +80,7 @@ def run_experiment(experiment: Experiment, profile: Profile, *, runs_dir: Path, 
                 from resnet_repro.data.sources import load_cifar10
 
                 data_sha256 = load_cifar10(spec.data.data, spec.data.root, full=spec.data.full, progress=False).source["sha256"]
-            check_cached(run_dir, data_sha256, hardware)
+            check_cached(run_dir, spec, data_sha256, hardware)
             print(f"{run_id(spec)}: finished earlier, not retrained (--force retrains)")
             continue
         if status == "diverged" and not force:

@@ -205,13 +205,9 @@ def train(spec: TrainSpec, options: RunOptions, hardware: Hardware = Hardware(),
     if options.resume and not last.exists():
         raise UserError(f"nothing to resume in {run_dir}: no checkpoints/last.ckpt (run without --resume to start)")
     previous = json.loads(record_path.read_text()) if options.resume and record_path.exists() else {}
-    if previous and spec_digest(TrainSpec.from_dict(previous["spec"])) != spec_digest(spec):
-        old, new = _flat(previous["spec"]), _flat(spec.to_dict())
-        changed = ", ".join(f"{k} {old.get(k)} -> {new.get(k)}" for k in sorted(new) if old.get(k) != new.get(k))
-        raise UserError(f"{run_dir} was started with other settings ({changed}); resume with the same flags")
-    if previous and previous.get("data_source", {}).get("sha256") != dm.source.get("sha256"):
-        raise UserError(f"{run_dir} was started on other data ({previous['data_source'].get('path')}, sha256 "
-                        f"{str(previous['data_source'].get('sha256'))[:12]}); resume with that --data")
+    changed = differences(previous, spec, dm.source.get("sha256"), hardware) if previous else []
+    if changed:
+        raise UserError(f"{run_dir} was started with other settings ({', '.join(changed)}); resume with the same flags and --data")
     # Under DDP the launcher re-runs this function in every process (torchrun, SLURM, or Lightning's own
     # launcher starting ranks 1.. from inside fit): only global rank 0 checks and writes the run's files.
     is_zero = rank_zero_only.rank == 0
@@ -299,6 +295,29 @@ def train(spec: TrainSpec, options: RunOptions, hardware: Hardware = Hardware(),
     if trainer.is_global_zero:
         write_json(record_path, record)
     return record
+
+
+def differences(record: dict, spec: TrainSpec, data_sha256: str | None, hardware: Hardware) -> list[str]:
+    """What makes a logged run (`record`) another run than `spec` on this data and hardware; [] if none.
+
+    Beyond the spec: the data copy, and the numerics the Trainer decides (precision, compile, and the
+    device count, since BN normalises over batch / devices: Sec. 4.2's 64 images on each of two GPUs).
+    """
+    changed = []
+    if spec_digest(TrainSpec.from_dict(record["spec"])) != spec_digest(spec):
+        old, new = _flat(record["spec"]), _flat(spec.to_dict())
+        changed += [f"{k} {old.get(k)} -> {new.get(k)}" for k in sorted(new) if old.get(k) != new.get(k)]
+    theirs = record.get("data_source", {}).get("sha256")
+    if data_sha256 is not None and theirs != data_sha256:
+        changed.append(f"data sha256 {str(theirs)[:12]} -> {data_sha256[:12]}")
+    world = int(hardware.devices) * hardware.num_nodes if str(hardware.devices).isdigit() else None
+    if world is not None and record.get("world_size", 1) != world:
+        changed.append(f"devices {record.get('world_size', 1)} -> {world}")
+    flags = record.get("hardware_flags", {})
+    for name in ("precision", "compile"):
+        if flags.get(name, getattr(hardware, name)) != getattr(hardware, name):
+            changed.append(f"{name} {flags.get(name)} -> {getattr(hardware, name)}")
+    return changed
 
 
 def _flat(d: dict, prefix: str = "") -> dict:

@@ -146,7 +146,7 @@ def test_cached_runs_are_not_reused_for_another_data_copy(fig1, workspace, tmp_p
     flags = list(flags)
     flags[flags.index("--data") + 1] = str(other)
     assert main(["run", "fig1", *flags]) == 2
-    assert "was trained on other data" in capsys.readouterr().err
+    assert "was trained with other settings (data sha256 " in capsys.readouterr().err
 
 
 def test_cached_runs_are_not_reused_for_another_device_count(fig1, workspace, capsys):
@@ -156,6 +156,6 @@ def test_cached_runs_are_not_reused_for_another_device_count(fig1, workspace, ca
     try:
         record_path.write_text(json.dumps({**record, "world_size": 2}))  # as if trained with --devices 2
         assert main(["run", "fig1", *flags]) == 2
-        assert "trained on 2 device(s), not 1" in capsys.readouterr().err
+        assert "was trained with other settings (devices 2 -> 1)" in capsys.readouterr().err
     finally:
         record_path.write_text(json.dumps(record))

@@ -230,6 +230,13 @@ def test_train_resume_with_other_settings_names_them(finished_run):
     assert (run_dir / "run.json").stat().st_mtime_ns == stamp
 
 
+def test_train_resume_with_other_numerics_names_them(finished_run):
+    spec, _, run_dir = finished_run
+    bf16 = dataclasses.replace(CPU1, precision="bf16-mixed")
+    with pytest.raises(UserError, match=r"precision 32-true -> bf16-mixed"):
+        train(spec, RunOptions(run_dir=run_dir, resume=True, wandb="off", progress=False), bf16)
+
+
 def test_train_resume_without_checkpoint_says_so(tiny_cifar_archive, cifar_cache_root, tmp_path):
     with pytest.raises(UserError, match="nothing to resume"):
         run(tiny_spec(tiny_cifar_archive, cifar_cache_root), tmp_path / "never-ran", resume=True)
