@@ -5,13 +5,14 @@ Pure functions of the long-format `curves` DataFrame from `resnet_repro.records`
 """
 
 import math
-import re
 import textwrap
 from pathlib import Path
 
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+
+from resnet_repro.models import model_info
 
 TRAIN = "train/error"
 TEST = "test/error"
@@ -40,21 +41,14 @@ PANEL_SIZE = (4.2, 3.0)  # inches per panel (width, height of the axes area)
 
 
 def model_depth(model: str) -> int:
-    """The depth in a registry name: "resnet110" -> 110."""
-    match = re.search(r"(\d+)$", model)
-    if match is None:
-        raise ValueError(f"model name {model!r} does not end in its depth (e.g. 'plain20', 'resnet110')")
-    return int(match.group(1))
+    """The depth of a registered model: "resnet110" -> 110 (UnknownModelError for other names)."""
+    return model_info(model).depth
 
 
 def model_label(model: str) -> str:
     """The paper's legend label: "plain20" -> "plain-20", "resnet56" -> "ResNet-56"."""
-    depth = model_depth(model)
-    if model.startswith("plain"):
-        return f"plain-{depth}"
-    if model.startswith("resnet"):
-        return f"ResNet-{depth}"
-    return model
+    info = model_info(model)
+    return f"ResNet-{info.depth}" if info.residual else f"plain-{info.depth}"
 
 
 def depth_colour(depth: int) -> str:
@@ -198,7 +192,7 @@ def plot_train_test_panels(curves: pd.DataFrame, models, *, footer: str, ylim=(0
     text = _footer_text(curves, models, missing, seed, footer, "left: training error, right: test error")
     fig, (left, right) = _new_figure(2, text, title)
     # Fig. 1 labels by depth alone ("20-layer"); that is ambiguous once plain and residual nets mix.
-    one_kind = len({re.sub(r"\d+$", "", m) for m in models}) == 1
+    one_kind = len({model_info(m).residual for m in models}) == 1
     for model in dict.fromkeys(models):
         if model in missing:
             continue

@@ -29,7 +29,8 @@ def format_params(count: int) -> str:
     return f"{millions:.2f}M" if millions < 1 else f"{millions:.1f}M"
 
 
-def _format_duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
+    """Seconds as the tables and the CLI print them: "95 s", "31.3 min", "2.7 h"."""
     if seconds < 120:
         return f"{seconds:.0f} s"
     if seconds < 2 * 3600:
@@ -64,9 +65,9 @@ def provenance_footer(summary: pd.DataFrame, *, profile: str, wall_time_s: float
     seeds = ", ".join(str(s) for s in sorted({int(s) for s in summary["seed"]})) if len(summary) else "none"
     if wall_time_s is None:
         total = float(pd.to_numeric(summary["wall_time_s"]).sum()) if len(summary) else 0.0
-        wall = f"wall time: {_format_duration(total)} (sum over {len(summary)} runs)"
+        wall = f"wall time: {format_duration(total)} (sum over {len(summary)} runs)"
     else:
-        wall = f"wall time: {_format_duration(wall_time_s)}"
+        wall = f"wall time: {format_duration(wall_time_s)}"
     parts = [
         head,
         f"seeds: {seeds} ({len(summary)} runs)",

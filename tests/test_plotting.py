@@ -6,6 +6,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 
+from resnet_repro.errors import UnknownModelError
+
 from resnet_repro import plotting
 
 FOOTER = "profile: smoke (max_iters 64000); data: cifar10-jpg q75 sha256:fdf0b4f6; commit: abc1234"
@@ -162,6 +164,6 @@ def test_model_depth_and_label():
     assert plotting.model_depth("resnet1202") == 1202
     assert plotting.model_label("plain56") == "plain-56"
     assert plotting.model_label("resnet110") == "ResNet-110"
-    with pytest.raises(ValueError, match="depth"):
+    with pytest.raises(UnknownModelError, match="resnet"):
         plotting.model_depth("resnet")
 

@@ -4,7 +4,7 @@ import argparse
 import time
 from pathlib import Path
 
-from resnet_repro.commands.train import add_hardware_arguments, format_seconds, hardware_from_args
+from resnet_repro.commands.train import add_hardware_arguments, hardware_from_args
 from resnet_repro.data.cifar10 import DataConfig
 from resnet_repro.errors import UserError
 from resnet_repro.experiment import PROFILES, Experiment, get_profile, plan_runs, skipped_models
@@ -64,6 +64,7 @@ def main(experiment: Experiment, argv=None) -> int:
 def execute(experiment: Experiment, args) -> int:
     from resnet_repro.report import render_experiment, write_results_index
     from resnet_repro.runner import run_experiment
+    from resnet_repro.tables import format_duration
 
     profile = get_profile(args.profile)
     if args.list:
@@ -85,7 +86,7 @@ def execute(experiment: Experiment, args) -> int:
         return 0
     written = render_experiment(experiment, profile, runs_dir, results_dir, wandb=args.wandb)
     write_results_index(results_dir)
-    print(f"{experiment.id} ({profile.name}) done in {format_seconds(time.perf_counter() - started)}: "
+    print(f"{experiment.id} ({profile.name}) done in {format_duration(time.perf_counter() - started)}: "
           + ", ".join(str(p) for p in written))
     return 0
 

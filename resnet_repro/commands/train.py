@@ -88,14 +88,9 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def format_seconds(seconds: float) -> str:
-    m, s = divmod(int(round(seconds)), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
-
-
 def run(args) -> int:
     from resnet_repro.module import NonFiniteLossError
+    from resnet_repro.tables import format_duration
     from resnet_repro.training import RunOptions, train
 
     spec = spec_from_args(args, args.model)
@@ -118,5 +113,5 @@ def run(args) -> int:
         return 130
     print(f"{args.model} seed {spec.seed}: test error {final.get('test/error', float('nan')):.2f}% "
           f"(train {final.get('train/error', float('nan')):.2f}%) after {record['iterations']} iterations "
-          f"in {format_seconds(record['wall_time_s'])}; {where}")
+          f"in {format_duration(record['wall_time_s'])}; {where}")
     return 0
