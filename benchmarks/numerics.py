@@ -1,0 +1,181 @@
+"""Do the speed options change the result? Last-iterate errors under fp32, bf16-mixed and torch.compile (issue 5).
+
+Options that change numerics are off by default; this measures their effect instead of guessing it.
+It trains one model (default resnet20) on a profile's schedule (default quick: 2,000 iterations,
+lr /10 at 1,000 and 1,500) once per variant and seed. A seed fixes the initialisation, the data order
+and the crop/flip draws, so the fp32 and bf16 runs of one seed differ only in their arithmetic. The
+table sets the change each option makes (paired by seed) beside how far two fp32 seeds fall apart:
+the noise a change has to exceed before it means anything.
+
+    python benchmarks/numerics.py                    # resnet20, quick, seeds 0 and 1, 2 runs at a time:
+                                                     # ~50 min on 2 CPU cores
+    python benchmarks/numerics.py --profile paper --jobs 6 --accelerator gpu   # the paper's 64k iterations
+
+Runs are cached and resume like an artifact's: fp32 runs live in --runs-dir (shared with the paper
+artifacts: the quick resnet20 seed 0 of Fig. 6 / Table 6 is the same run), the others in
+--runs-dir/numerics-<variant>/. Writes results/benchmarks/numerics.md and numerics.csv.
+"""
+
+import argparse
+import dataclasses
+import os
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from resnet_repro.data.cifar10 import DataConfig
+from resnet_repro.data.sources import DATA_ENV
+from resnet_repro.errors import UserError
+from resnet_repro.experiment import Experiment, get_profile, plan_runs
+from resnet_repro.records import load_runs
+from resnet_repro.runner import run_experiment
+from resnet_repro.spec import run_id
+from resnet_repro.tables import format_duration, provenance_footer, render_markdown
+from resnet_repro.training import Hardware
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_CIFAR = REPO / ".." / "shared" / "datasets" / "cifar10-jpg.tar.gz"
+REFERENCE = "fp32"
+VARIANTS = {  # name -> the Trainer flags it changes
+    "fp32": {"precision": "32-true", "compile": False},  # the paper's arithmetic: the reference
+    "bf16-mixed": {"precision": "bf16-mixed", "compile": False},  # autocast: convolutions in bfloat16
+    "compile": {"precision": "32-true", "compile": True},  # torch.compile of the network (fused kernels)
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="benchmarks/numerics.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="resnet20")
+    parser.add_argument("--profile", default="quick", help="paper, quick or smoke (default: quick)")
+    parser.add_argument("--seeds", type=int, default=2, help="seeds per variant (default: 2)")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from {', '.join(VARIANTS)}")
+    parser.add_argument("--jobs", type=int, default=2, help="runs trained at once (default: 2)")
+    parser.add_argument("--accelerator", default="auto")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per run (default: cores / jobs)")
+    parser.add_argument("--data", default=None, help=f"CIFAR-10 source (default: ${DATA_ENV}, else ../shared's JPEG copy)")
+    parser.add_argument("--allow-partial", action="store_true", help="accept a partial CIFAR-10 (tests only)")
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    parser.add_argument("--out", type=Path, default=REPO / "results" / "benchmarks")
+    parser.add_argument("--wandb", default="off", help="on, offline or off (default: off)")
+    return parser
+
+
+def variant_runs_dir(runs_dir: Path, variant: str) -> Path:
+    return runs_dir if variant == REFERENCE else runs_dir / f"numerics-{variant}"
+
+
+def train_variants(args, variants: list[str]) -> pd.DataFrame:
+    """Train (or reuse) every variant x seed; one summary row per run, with its variant and throughput."""
+    profile = dataclasses.replace(get_profile(args.profile), depths=None, max_seeds=None)
+    experiment = Experiment(id="numerics", caption="effect of bf16 and torch.compile on final error",
+                            models=(args.model,), render="table6", seeds={args.model: args.seeds})
+    data = DataConfig(data=args.data or os.environ.get(DATA_ENV) or str(SHARED_CIFAR.resolve()),
+                      full=not args.allow_partial)
+    frames = []
+    for variant in variants:
+        # The same threads per run for every variant, also when a variant has a single run left to train,
+        # so the logged rates compare like with like.
+        threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
+        hardware = Hardware(accelerator=args.accelerator, threads=threads, **VARIANTS[variant])
+        runs_dir = variant_runs_dir(args.runs_dir, variant)
+        print(f"numerics: {variant} ({runs_dir})", flush=True)
+        run_experiment(experiment, profile, runs_dir=runs_dir, results_dir=args.out, data=data, hardware=hardware,
+                       jobs=args.jobs, wandb=args.wandb, progress=False)
+        ids = [run_id(s) for s in plan_runs(experiment, profile, data)]
+        summary, curves = load_runs(runs_dir, ids)
+        # Median logged rate over the run (the last interval alone is noisy); evaluations are not counted.
+        rate = curves.groupby("run_id")["throughput"].median().rename("images_per_s")
+        frames.append(summary.join(rate, on="run_id").assign(variant=variant))
+    return pd.concat(frames, ignore_index=True)
+
+
+def compare(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """Per variant: mean errors, their change from fp32 on the same seeds, and speed; plus fp32's seed spread."""
+    ref = runs[runs["variant"] == REFERENCE].set_index("seed")
+    rows = []
+    for variant, group in runs.groupby("variant", sort=False):
+        paired = group.set_index("seed").join(
+            ref[["final_test_error", "final_train_error", "images_per_s"]].add_suffix("_ref"))
+        delta_test = paired["final_test_error"] - paired["final_test_error_ref"]
+        rows.append({
+            "variant": variant, "runs": len(group),
+            "test error": group["final_test_error"].mean(), "train error": group["final_train_error"].mean(),
+            "Δ test vs fp32 (same seed)": delta_test.mean(),
+            "largest |Δ test|": delta_test.abs().max(),
+            "Δ train vs fp32": (paired["final_train_error"] - paired["final_train_error_ref"]).mean(),
+            "img/s": group["images_per_s"].median(),
+            "speed vs fp32": f"{(paired['images_per_s'] / paired['images_per_s_ref']).median():.2f}x",
+        })
+    table = pd.DataFrame(rows)
+    spread = {"test": ref["final_test_error"].max() - ref["final_test_error"].min(),
+              "train": ref["final_train_error"].max() - ref["final_train_error"].min(), "seeds": len(ref)}
+    return table, spread
+
+
+def verdict(table: pd.DataFrame, spread: dict) -> list[str]:
+    """One plain sentence per option: is its change larger than two fp32 seeds' difference?"""
+    if spread["seeds"] < 2:
+        return ["With one fp32 seed there is no noise estimate: run --seeds 2 or more before reading the changes."]
+    lines = []
+    for row in table[table["variant"] != REFERENCE].itertuples(index=False):
+        change = row[table.columns.get_loc("largest |Δ test|")]
+        within = change <= spread["test"]
+        lines.append(f"- {row.variant}: its largest change in test error ({change:.2f} points) is "
+                     f"{'within' if within else 'LARGER than'} the spread of the fp32 seeds ({spread['test']:.2f} points)"
+                     + (": no effect on the result is visible at this budget." if within else
+                        ": treat this option as changing the result until more seeds say otherwise."))
+    return lines
+
+
+def render(runs: pd.DataFrame, table: pd.DataFrame, spread: dict, profile: str, command: str) -> str:
+    per_run = runs[["variant", "seed", "final_train_error", "final_test_error", "images_per_s", "wall_time_s"]].rename(
+        columns={"final_train_error": "train error", "final_test_error": "test error", "images_per_s": "img/s"})
+    per_run["wall time"] = per_run.pop("wall_time_s").map(format_duration)
+    model = runs["model"].iloc[0]
+    footer = provenance_footer(runs, profile=profile)
+    intro = (f"# Does a speed option change the result? ({model}, last-iterate errors in %)\n\n"
+             f"Each variant trains {model} with the same seeds as fp32 (same initialisation, data order and "
+             "augmentation draws), so a change paired by seed is the option's effect plus the run-to-run "
+             "non-determinism of the kernels. The fp32 seeds' spread is the yardstick: "
+             f"{spread['test']:.2f} points of test error and {spread['train']:.2f} of training error between "
+             f"{spread['seeds']} seed(s). img/s is the median logged training rate of each run as it trained "
+             "(with --jobs runs side by side, each on its share of the cores). Generated by "
+             f"`{command}`.\n\n")
+    return (intro + render_markdown(table, title="Per option", footer="\n".join(verdict(table, spread)))
+            + "\n" + render_markdown(per_run, title="Per run", footer=footer))
+
+
+def run(args) -> int:
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise UserError(f"unknown variant(s) {', '.join(unknown)}: choose from {', '.join(VARIANTS)}")
+    if REFERENCE not in variants:
+        variants.insert(0, REFERENCE)  # every change is measured against fp32 on the same seeds
+    if args.seeds < 1:
+        raise UserError(f"--seeds must be at least 1, got {args.seeds}")
+    runs = train_variants(args, variants)
+    table, spread = compare(runs)
+    args.out.mkdir(parents=True, exist_ok=True)
+    runs.to_csv(args.out / "numerics.csv", index=False, float_format="%.4g")
+    text = render(runs, table, spread, args.profile, "python benchmarks/numerics.py " + " ".join(args.argv))
+    (args.out / "numerics.md").write_text(text)
+    print(text, flush=True)
+    print(f"numerics: wrote {args.out / 'numerics.md'} and numerics.csv", flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    try:
+        return run(args)
+    except UserError as exc:
+        print(f"numerics: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
