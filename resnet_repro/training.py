@@ -270,7 +270,7 @@ def train(spec: TrainSpec, options: RunOptions, hardware: Hardware = Hardware(),
                 if module.last_eval.get("step") != trainer.global_step:
                     trainer.validate(module, datamodule=dm, verbose=False)  # the last iterate is always evaluated
                 if trainer.global_step % spec.checkpoint_every:  # Lightning saved `last` at the previous multiple
-                    trainer.save_checkpoint(last)
+                    trainer.save_checkpoint(last, weights_only=False)  # a full checkpoint, as Lightning's own
         except Exception as exc:
             status = "diverged" if isinstance(exc, NonFiniteLossError) else f"failed: {type(exc).__name__}"
             record.update(status=status, wall_time_s=record["wall_time_s"] + time.perf_counter() - started)

@@ -193,6 +193,27 @@ def test_train_checkpoints_the_last_iterate_off_the_checkpoint_grid(tiny_cifar_a
     assert record["iterations"] == checkpoint["global_step"] == 10
 
 
+def test_train_compile_compiles_the_network_once_and_keeps_eager_checkpoints(tiny_cifar_archive, cifar_cache_root, tmp_path):
+    """--compile: a graph for training and one for evaluation, not a re-trace every iteration (compiling the
+    whole LightningModule did that: its Python counters change each step), and eager state_dict keys."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    spec = tiny_spec(tiny_cifar_archive, cifar_cache_root, iters=12, milestones=(6, 9), eval_every=12)
+    threads = torch.get_num_threads()
+    try:
+        record = train(spec, RunOptions(run_dir=tmp_path / "run", wandb="off", progress=False),
+                       dataclasses.replace(CPU1, compile=True))
+    finally:
+        torch.set_num_threads(threads)
+        torch._dynamo.reset()
+    assert record["status"] == "finished" and record["hardware_flags"]["compile"] is True
+    assert 1 <= counters["stats"]["unique_graphs"] <= 4, dict(counters["stats"])
+    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert set(checkpoint["state_dict"]) == set(ClassifierModule(spec).state_dict())
+
+
 def test_cli_train_rejects_a_non_positive_thread_count(tiny_cifar_archive, cifar_cache_root, tmp_path, capsys):
     assert main(cli_args(tiny_cifar_archive, cifar_cache_root, tmp_path / "runs", "--threads", "-1")) == 2
     assert "--threads must be at least 1" in capsys.readouterr().err
