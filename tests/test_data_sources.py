@@ -3,9 +3,11 @@
 import hashlib
 import io
 import json
+import os
 import pickle
 import shutil
 import tarfile
+import time
 from pathlib import Path
 from urllib.error import URLError
 
@@ -211,6 +213,26 @@ def test_load_cifar10_crash_while_writing_leaves_no_cache(tiny_cifar_archive, tm
     with pytest.raises(expected):
         load_cifar10(tiny_cifar_archive, tmp_path, full=False, progress=False)
     assert cache_files(tmp_path) == []
+
+
+def test_load_cifar10_removes_temp_files_a_killed_writer_left(tiny_cifar_archive, tmp_path):
+    """SIGKILL skips the cleanup above: the next cache write removes strays older than an hour, not fresh ones."""
+    first = load_cifar10(tiny_cifar_archive, tmp_path, full=False, progress=False)
+    cache = Path(first.source["cache"])
+    stale, fresh = cache.parent / f".{cache.name}.killed.tmp", cache.parent / f".{cache.name}.writing.tmp"
+    stale.write_bytes(b"half a cache")
+    fresh.write_bytes(b"another writer, mid-write")
+    old = time.time() - 2 * sources.STALE_TEMP_SECONDS
+    os.utime(stale, (old, old))
+    cache.unlink()
+    load_cifar10(tiny_cifar_archive, tmp_path, full=False, progress=False)
+    assert not stale.exists() and fresh.exists() and cache.exists()
+
+
+def test_decode_bar_is_drawn_only_on_a_terminal(make_imagefolder, tmp_path, capsys):
+    """Logs of nohup'd or batch jobs must not fill with carriage-return progress frames."""
+    load_cifar10(make_imagefolder(), tmp_path / "cache", full=False, progress=True)
+    assert "decoding CIFAR-10" not in capsys.readouterr().err
 
 
 # --- sources that fail -----------------------------------------------------------------------------

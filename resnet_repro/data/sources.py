@@ -12,6 +12,7 @@ import os
 import pickle
 import tarfile
 import tempfile
+import time
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -319,11 +320,28 @@ def _check_classes(splits: set[str], groups: dict, where: str) -> None:
                         f"(classes must be {', '.join(CIFAR10_CLASSES)})")
 
 
+STALE_TEMP_SECONDS = 3600.0
+
+
+def _remove_stale_temp_files(cache: Path) -> None:
+    """Delete temp files a killed writer of this cache left behind (SIGKILL skips our cleanup).
+
+    Only files untouched for an hour go: a concurrent writer (another run of `--jobs`) may be mid-write.
+    """
+    for stray in cache.parent.glob(f".{cache.name}.*.tmp"):
+        try:
+            if time.time() - stray.stat().st_mtime > STALE_TEMP_SECONDS:
+                stray.unlink()
+        except OSError:
+            pass  # gone meanwhile, or not ours to delete
+
+
 def _decode_images(items: list[tuple[str, bytes]], progress: bool) -> tuple[torch.Tensor, set[str]]:
     """Decode 32x32 RGB images with PIL into one uint8 [N, 3, 32, 32] tensor; also their formats."""
     pixels = np.empty((len(items), 32, 32, 3), dtype=np.uint8)
     formats = set()
-    bar = tqdm(items, desc="decoding CIFAR-10 once", unit="img", disable=not progress, leave=False)
+    # disable=None: tqdm draws the bar only on a terminal, so logs of nohup'd or batch jobs stay clean.
+    bar = tqdm(items, desc="decoding CIFAR-10 once", unit="img", disable=None if progress else True, leave=False)
     for i, (name, data) in enumerate(bar):
         try:
             with Image.open(io.BytesIO(data)) as img:
@@ -427,6 +445,7 @@ def _write_atomically(entry: dict, cache: Path) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide a shared cache from other users
         os.replace(tmp, cache)
+        _remove_stale_temp_files(cache)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(exc, OSError):
