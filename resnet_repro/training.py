@@ -232,7 +232,7 @@ def train(spec: TrainSpec, options: RunOptions, hardware: Hardware = Hardware(),
             enable_progress_bar=options.progress, enable_model_summary=False, use_distributed_sampler=False,
             default_root_dir=run_dir, benchmark=not hardware.deterministic,  # cuDNN autotuning: shapes are fixed
         )
-    except (MisconfigurationException, ValueError, TypeError) as exc:
+    except (MisconfigurationException, ValueError, TypeError, ImportError) as exc:  # ImportError: tpu without torch_xla
         flags = f"--accelerator {hardware.accelerator} --devices {hardware.devices} --strategy {hardware.strategy}"
         raise UserError(f"cannot train with {flags}: {str(exc).splitlines()[0]}") from None
 

@@ -430,7 +430,8 @@ def write_wrong_size_folder(root: Path) -> Path:
 
 
 @pytest.mark.parametrize("case", ["missing path", "corrupt archive", "wrong image size", "milestones past the end",
-                                  "negative lr", "unknown model", "missing accelerator", "strategy typo"])
+                                  "negative lr", "unknown model", "missing accelerator", "strategy typo",
+                                  "accelerator without its library"])
 def test_cli_train_bad_input_exits_2_with_one_line(case, tiny_cifar_archive, cifar_cache_root, tmp_path, capsys):
     data, extra = tiny_cifar_archive, []
     if case == "missing path":
@@ -448,6 +449,8 @@ def test_cli_train_bad_input_exits_2_with_one_line(case, tiny_cifar_archive, cif
         extra = ["--accelerator", "gpu", "--devices", "64"]  # more GPUs than any one machine here has, or none
     elif case == "strategy typo":
         extra = ["--strategy", "dpp"]
+    elif case == "accelerator without its library":
+        extra = ["--accelerator", "tpu"]  # Lightning needs torch_xla for it, which this project never installs
     out = tmp_path / "runs"
     args = cli_args(data, cifar_cache_root, out, *extra)
     if case == "unknown model":
