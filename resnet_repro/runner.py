@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
@@ -43,11 +44,18 @@ def run_status(run_dir: Path) -> str | None:
     return json.loads(record.read_text()).get("status") if record.exists() else None
 
 
+def _not_started(run_dir: Path, why: str) -> dict:
+    return {"run_id": run_dir.name, "status": "not started", "stopped_by": why, "final": {}}
+
+
 def _train_one(spec: TrainSpec, run_dir: Path, resume: bool, options: dict, hardware) -> dict:
     """Train one run; a divergence is recorded in its run.json and reported, not raised."""
     from resnet_repro.module import NonFiniteLossError
     from resnet_repro.training import RunOptions, train
 
+    if options.get("deadline") is not None and time.time() >= options["deadline"]:
+        # --stop-after passed before this run had a free slot: no run is started after the time limit.
+        return _not_started(run_dir, "time limit")
     try:
         return train(spec, RunOptions(run_dir=run_dir, resume=resume, **options), hardware)
     except NonFiniteLossError as exc:
@@ -67,8 +75,8 @@ def check_cached(run_dir: Path, spec: TrainSpec, data_sha256: str, hardware) -> 
 
 def run_experiment(experiment: Experiment, profile: Profile, *, runs_dir: Path, results_dir: Path,
                    data: DataConfig, hardware, only: str | None = None, force: bool = False, jobs: int = 1,
-                   wandb: str = "on", progress: bool = True) -> list[dict]:
-    """Train what is not trained yet (resuming interrupted runs), then render unless `only` was given."""
+                   wandb: str = "on", progress: bool = True, deadline: float | None = None) -> list[dict]:
+    """Train what is not trained yet (resuming interrupted runs); by `deadline` (time.time()), checkpoint and stop."""
     specs = select_runs(plan_runs(experiment, profile, data), only)
     data_sha256 = None
     todo = []
@@ -93,14 +101,16 @@ def run_experiment(experiment: Experiment, profile: Profile, *, runs_dir: Path, 
     print(f"{experiment.id} ({profile.name}): {len(specs)} runs, {len(todo)} to train"
           + (f", {jobs} at a time" if jobs > 1 and len(todo) > 1 else ""))
     options = {"wandb": wandb, "group": f"{experiment.id}-{profile.name}", "progress": progress and jobs == 1,
-               "extra_meta": {"profile": profile.name}}
+               "extra_meta": {"profile": profile.name}, "deadline": deadline}
     records = []
     if jobs <= 1 or len(todo) <= 1:
         for spec, run_dir, resume in todo:
-            print(f"{run_id(spec)}: {'resuming' if resume else 'training'} {spec.model} seed {spec.seed}")
+            if records and records[-1]["status"] in ("interrupted", "not started"):
+                records.append(_not_started(run_dir, records[-1]["stopped_by"]))  # Ctrl-C or the time limit stops them all
+                continue
+            if deadline is None or time.time() < deadline:
+                print(f"{run_id(spec)}: {'resuming' if resume else 'training'} {spec.model} seed {spec.seed}")
             records.append(_train_one(spec, run_dir, resume, options, hardware))
-            if records[-1]["status"] == "interrupted":  # Ctrl-C stops the whole artifact, not just this run
-                break
     else:
         # Small CIFAR nets leave a device idle: several runs share it, each with its share of the CPU threads.
         threads = hardware.threads or max(1, (os.cpu_count() or 1) // jobs)

@@ -64,22 +64,25 @@ class RunOptions:
     group: str | None = None  # W&B run group (the experiment id)
     progress: bool = True
     extra_meta: dict | None = None  # e.g. the profile and artifact that asked for this run
+    deadline: float | None = None  # time.time() at which to checkpoint and stop (--stop-after), as Ctrl-C does
 
 
 class _StopOnInterrupt(Callback):
-    """Ctrl-C finishes the current iteration, saves `last.ckpt` and stops; `--resume` continues.
+    """Ctrl-C, or reaching the deadline, finishes the current iteration, saves `last.ckpt` and stops;
+    `--resume` continues.
 
     With several processes (DDP) they must stop at the same iteration, so the flag is shared across
     ranks at logging steps only (one small all-reduce per interval, none per iteration).
     """
 
-    def __init__(self, checkpoint: ModelCheckpoint):
+    def __init__(self, checkpoint: ModelCheckpoint, deadline: float | None = None):
         self.checkpoint, self.interrupted, self._previous = checkpoint, False, None
+        self.deadline, self.reason = deadline, None
         self._stopped = False
 
     def on_fit_start(self, trainer, pl_module) -> None:
         def handler(signum, frame):
-            self.interrupted = True
+            self.interrupted, self.reason = True, "ctrl-c"
 
         if hasattr(signal, "SIGINT"):
             try:
@@ -90,6 +93,8 @@ class _StopOnInterrupt(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self._stopped:
             return
+        if self.deadline is not None and not self.interrupted and time.time() >= self.deadline:
+            self.interrupted, self.reason = True, "time limit"
         if trainer.world_size > 1:
             if trainer.global_step % pl_module.spec.log_every:
                 return
@@ -215,7 +220,7 @@ def train(spec: TrainSpec, options: RunOptions, hardware: Hardware = Hardware(),
         raise UserError(f"{run_dir} already holds a run: pass --resume to continue it or choose another --out")
 
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=spec.checkpoint_every)
-    interrupt = _StopOnInterrupt(checkpoint)
+    interrupt = _StopOnInterrupt(checkpoint, options.deadline)
     loggers = [CSVLogger(save_dir=run_dir, name="", version="")]
     wandb_logger = _wandb_logger(spec, options)
     if wandb_logger is not None:
@@ -292,6 +297,9 @@ def train(spec: TrainSpec, options: RunOptions, hardware: Hardware = Hardware(),
     record.update(
         world_size=trainer.world_size,
         status="interrupted" if interrupt.interrupted else "finished", iterations=trainer.global_step,
+        # Under DDP a rank may learn of the stop from another rank's flag: then it was the shared deadline or Ctrl-C.
+        stopped_by=(interrupt.reason or ("time limit" if options.deadline is not None else "ctrl-c"))
+        if interrupt.interrupted else None,
         warmup=module.warmup, warmup_end_iter=module.warmup_ended_at,
         final={**{k: v for k, v in module.last_train.items()}, **{k: v for k, v in module.last_eval.items() if k != "step"}},
         finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),

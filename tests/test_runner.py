@@ -159,3 +159,25 @@ def test_cached_runs_are_not_reused_for_another_device_count(fig1, workspace, ca
         assert "was trained with other settings (devices 2 -> 1)" in capsys.readouterr().err
     finally:
         record_path.write_text(json.dumps(record))
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_stop_after_starts_no_run_past_the_deadline_exits_3_and_the_same_command_finishes(workspace, tmp_path, capsys, jobs):
+    """A time-limited job (a 10-minute slot, SLURM's --time) starts no run once its time is up and says to
+    run again (exit 3); a run already going stops with a checkpoint (test_training's deadline test)."""
+    _, flags = workspace
+    flags = [*flags[:flags.index("--runs-dir")], "--runs-dir", str(tmp_path / "runs"), "--results-dir",
+             str(tmp_path / "results"), *flags[flags.index("--wandb"):], "--jobs", jobs]
+    assert main(["run", "fig1", *flags, "--stop-after", "0"]) == 3
+    assert "--stop-after time limit reached with 2 run(s) unfinished" in capsys.readouterr().out
+    assert not list((tmp_path / "runs").glob("*/run.json")) and not (tmp_path / "results").exists()
+    assert main(["run", "fig1", *flags]) == 0
+    records = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*/run.json")]
+    assert sorted((r["status"], r["iterations"]) for r in records) == [("finished", 6), ("finished", 6)]
+    assert (tmp_path / "results" / "fig1" / "fig1-smoke.png").exists()
+
+
+def test_stop_after_rejects_a_malformed_duration(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "fig1", "--stop-after", "ten minutes"])
+    assert exit_info.value.code == 2 and "expected a duration such as 540, 540s, 9m or 1.5h" in capsys.readouterr().err

@@ -345,6 +345,20 @@ def test_train_resume_after_ctrl_c_matches_uninterrupted(uninterrupted_run, tmp_
     assert_same_run(run_dir, resumed, reference_dir, reference)
 
 
+def test_train_stops_at_the_deadline_and_resumes_as_if_uninterrupted(uninterrupted_run, tmp_path):
+    """--stop-after: a deadline already past stops after the first iteration, with a checkpoint."""
+    spec, reference, reference_dir = uninterrupted_run
+    run_dir = tmp_path / "time-limited"
+    threads = torch.get_num_threads()
+    try:
+        stopped = train(spec, RunOptions(run_dir=run_dir, wandb="off", progress=False, deadline=time.time()), CPU1)
+    finally:
+        torch.set_num_threads(threads)
+    assert (stopped["status"], stopped["stopped_by"], stopped["iterations"]) == ("interrupted", "time limit", 1)
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 1
+    assert_same_run(run_dir, run(spec, run_dir, resume=True), reference_dir, reference)
+
+
 def test_train_resume_after_a_crash_matches_uninterrupted(uninterrupted_run, tmp_path, monkeypatch):
     # A killed job resumes from the last periodic checkpoint (iteration 8) and redoes iterations 9-10.
     spec, reference, reference_dir = uninterrupted_run
@@ -478,6 +492,15 @@ def test_cli_train_resume_continues_an_interrupted_run(tiny_cifar_archive, cifar
     assert main([*args, "--resume"]) == 0
     record = json.loads((tmp_path / "runs" / "resnet8-s0" / "run.json").read_text())
     assert record["status"] == "finished" and record["iterations"] == 8
+
+
+def test_cli_train_stop_after_exits_3_and_resume_finishes(tiny_cifar_archive, cifar_cache_root, tmp_path, capsys):
+    args = cli_args(tiny_cifar_archive, cifar_cache_root, tmp_path / "runs")
+    assert main([*args, "--stop-after", "0s"]) == 3
+    assert "stopped at the --stop-after time limit at iteration 1" in capsys.readouterr().out
+    assert main([*args, "--resume", "--stop-after", "1h"]) == 0
+    record = json.loads((tmp_path / "runs" / "resnet8-s0" / "run.json").read_text())
+    assert (record["status"], record["iterations"], record["stopped_by"]) == ("finished", 8, None)
 
 
 def test_python_m_resnet_repro_train_bad_lr_exits_2(tiny_cifar_archive, cifar_cache_root, tmp_path):

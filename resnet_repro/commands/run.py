@@ -4,7 +4,7 @@ import argparse
 import time
 from pathlib import Path
 
-from resnet_repro.commands.train import add_hardware_arguments, hardware_from_args
+from resnet_repro.commands.train import EXIT_TIME_LIMIT, add_hardware_arguments, deadline, hardware_from_args
 from resnet_repro.data.cifar10 import DataConfig
 from resnet_repro.errors import UserError
 from resnet_repro.experiment import PROFILES, Experiment, get_profile, plan_runs, skipped_models
@@ -66,6 +66,7 @@ def execute(experiment: Experiment, args) -> int:
     from resnet_repro.runner import run_experiment
     from resnet_repro.tables import format_duration
 
+    stop_at = deadline(args)
     profile = get_profile(args.profile)
     if args.list:
         print_plan(experiment, args.profile)
@@ -77,8 +78,14 @@ def execute(experiment: Experiment, args) -> int:
     started = time.perf_counter()
     records = run_experiment(experiment, profile, runs_dir=runs_dir, results_dir=results_dir, data=data,
                              hardware=hardware_from_args(args), only=args.only, force=args.force, jobs=args.jobs,
-                             wandb=args.wandb, progress=args.progress)
-    if any(r["status"] == "interrupted" for r in records):
+                             wandb=args.wandb, progress=args.progress, deadline=stop_at)
+    stopped = [r for r in records if r["status"] in ("interrupted", "not started")]
+    unfinished = [r["run_id"] for r in stopped]
+    if stopped and all(r.get("stopped_by") == "time limit" for r in stopped):
+        print(f"{experiment.id}: --stop-after time limit reached with {len(unfinished)} run(s) unfinished "
+              f"({', '.join(unfinished)}); checkpoints saved. Run the same command again to continue.")
+        return EXIT_TIME_LIMIT
+    if unfinished:
         print(f"{experiment.id}: interrupted; checkpoint saved. Run the same command again to resume.")
         return 130
     if args.only is not None:

@@ -2,7 +2,9 @@
 
 import argparse
 import dataclasses
+import re
 import sys
+import time
 from pathlib import Path
 
 from resnet_repro.data.cifar10 import DataConfig
@@ -15,6 +17,14 @@ def _milestones(text: str) -> tuple[int, ...]:
         return tuple(int(m) for m in text.split(",") if m.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"milestones must be comma-separated iterations, e.g. 32000,48000; got {text!r}")
+
+
+def parse_duration(text: str) -> float:
+    """'540', '540s', '9m', '1.5h' -> seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"expected a duration such as 540, 540s, 9m or 1.5h; got {text!r}")
+    return float(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600}[match[2]]
 
 
 def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,6 +61,9 @@ def add_hardware_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--wandb", choices=["on", "offline", "off"], default="on",
                         help="on: online if logged in, else offline; off: local logs only")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
+    parser.add_argument("--stop-after", type=parse_duration, default=None, metavar="DURATION",
+                        help="checkpoint and stop once this much time has passed since the command started "
+                             "(540, 9m, 1.5h): for time-limited jobs; the same command resumes; exit status 3")
 
 
 def spec_from_args(args, model: str) -> TrainSpec:
@@ -64,6 +77,14 @@ def spec_from_args(args, model: str) -> TrainSpec:
     return TrainSpec(model=model, shortcut=args.shortcut, schedule=schedule, batch_size=args.batch_size,
                      seed=args.seed, data=data, log_every=args.log_every, eval_every=args.eval_every,
                      checkpoint_every=args.checkpoint_every)
+
+
+EXIT_TIME_LIMIT = 3  # stopped by --stop-after with work left: run the same command again (with --resume for train)
+
+
+def deadline(args) -> float | None:
+    """--stop-after as an absolute time; commands call this first thing, so it counts from their start."""
+    return None if args.stop_after is None else time.time() + args.stop_after
 
 
 def hardware_from_args(args):
@@ -93,9 +114,11 @@ def run(args) -> int:
     from resnet_repro.tables import format_duration
     from resnet_repro.training import RunOptions, train
 
+    stop_at = deadline(args)
     spec = spec_from_args(args, args.model)
     run_dir = Path(args.out) / (args.name or f"{args.model}-s{args.seed}")
-    options = RunOptions(run_dir=run_dir, resume=args.resume, wandb=args.wandb, progress=args.progress)
+    options = RunOptions(run_dir=run_dir, resume=args.resume, wandb=args.wandb, progress=args.progress,
+                         deadline=stop_at)
     try:
         record = train(spec, options, hardware_from_args(args))
     except NonFiniteLossError as exc:
@@ -108,9 +131,10 @@ def run(args) -> int:
     final = record["final"]
     where = f"logs in {run_dir}/ (metrics.csv, run.json)"
     if record["status"] == "interrupted":
-        print(f"{args.model}: interrupted at iteration {record['iterations']}; checkpoint saved, "
+        why = "stopped at the --stop-after time limit" if record["stopped_by"] == "time limit" else "interrupted"
+        print(f"{args.model}: {why} at iteration {record['iterations']}; checkpoint saved, "
               f"continue with the same command plus --resume; {where}")
-        return 130
+        return EXIT_TIME_LIMIT if record["stopped_by"] == "time limit" else 130
     print(f"{args.model} seed {spec.seed}: test error {final.get('test/error', float('nan')):.2f}% "
           f"(train {final.get('train/error', float('nan')):.2f}%) after {record['iterations']} iterations "
           f"in {format_duration(record['wall_time_s'])}; {where}")
