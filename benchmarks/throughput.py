@@ -1,7 +1,7 @@
 """Training throughput of the Sec. 4.2 CIFAR-10 nets: the conventional pipeline vs ours (issue 5).
 
-In one process, on the same data, model, batch (128) and precision (fp32), it measures training
-images/s of three paths:
+In one process, on the same data, model, batch (128) and precision (fp32 unless --precision), it
+measures training images/s of three paths:
   1. conventional: a torchvision-style dataset of PIL images with RandomCrop(32, padding=4),
      RandomHorizontalFlip, ToTensor, Normalize, a DataLoader with 2 workers, a plain PyTorch loop (NCHW);
   2. ours + plain loop: CIFAR10DataModule's resident batches, the same loop, channels_last;
@@ -12,8 +12,11 @@ image) can be read against what this machine's matrix multiply reaches.
     python benchmarks/throughput.py            # resnet20/56/110, 3 repeats: ~13 min on 2 idle CPU cores
     python benchmarks/throughput.py --quick    # 1 repeat, fewer iterations: ~2 min
     python benchmarks/throughput.py --profile --models resnet20   # where path 3's time goes
+    python benchmarks/throughput.py --precision bf16-mixed        # the same with bf16 autocast in all paths
+    python benchmarks/throughput.py --compile                     # ... with torch.compile of the network
 
-Writes results/benchmarks/throughput.md and throughput.csv. Issue 5's goals on the 2-core CPU:
+Writes results/benchmarks/throughput.md and throughput.csv (throughput-bf16-mixed.md, throughput-compile.md,
+... for the speed options, whose effect on final error benchmarks/numerics.py measures). Issue 5's goals on the 2-core CPU:
 path 3 at least 1.25x path 1 for resnet20, within 5% of path 2, and resnet56 at >= 55% of the GEMM.
 Run it on an otherwise idle machine: the tables record the share of the CPU other processes used
 meanwhile and say so when the machine was busy (on 2 cores, other jobs make every number meaningless).
@@ -62,8 +65,10 @@ PROFILE_ITERS = 5
 CSV_COLUMNS = [
     "model", "path", "images_per_s", "images_per_s_min", "images_per_s_max", "images_per_s_runs",
     "vs_conventional", "vs_ours_plain", "mult_adds", "gflops", "gemm_gflops", "gemm_fraction",
-    "batch_size", "warmup_iters", "timed_iters", "repeats", "threads", "device", "other_cpu", "commit", "date",
+    "batch_size", "precision", "compile", "warmup_iters", "timed_iters", "repeats", "threads", "device", "other_cpu",
+    "commit", "date",
 ]
+AUTOCAST = {"32-true": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}  # Lightning's names
 
 
 # --- the three paths ------------------------------------------------------------------------------
@@ -112,18 +117,23 @@ def our_batches(arrays, batch_size: int, iterations: int, device: torch.device):
         yield x, y
 
 
-def plain_loop(model: torch.nn.Module, batches, warmup: int, timed: int, batch_size: int, device) -> float:
+def plain_loop(model: torch.nn.Module, batches, warmup: int, timed: int, batch_size: int, device,
+               precision: str = "32-true") -> float:
     """Images/s of the training loop users write (SGD momentum 0.9, wd 1e-4), over the timed iterations."""
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "16-mixed")  # what Lightning's 16-mixed adds
+    dtype = AUTOCAST[precision]
     model.train()
     for i in range(warmup + timed):
         if i == warmup:
             start = _now(device)
         x, y = next(batches)
-        loss = F.cross_entropy(model(x), y)
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss = F.cross_entropy(model(x), y)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
     return timed * batch_size / (_now(device) - start)
 
 
@@ -143,7 +153,8 @@ class StampedDataModule(CIFAR10DataModule):
 
 
 def lightning_run(model: str, arrays, warmup: int, timed: int, batch_size: int, device: torch.device,
-                  threads: int | None, run_dir: Path, marks: dict) -> None:
+                  threads: int | None, run_dir: Path, marks: dict, precision: str = "32-true",
+                  compile: bool = False) -> None:
     """`train()` as `resnet-repro train` calls it (W&B and the bar off), for warm-up + timed + 1 iterations.
 
     Iteration warmup+timed begins the untimed tail: the run's end, its checkpoint and its
@@ -158,7 +169,8 @@ def lightning_run(model: str, arrays, warmup: int, timed: int, batch_size: int, 
                                      test_labels=arrays.test_labels[:EVAL_IMAGES])
     dm = StampedDataModule(spec.data, batch_size=batch_size, max_iters=iterations, seed=spec.seed,
                            arrays=small_test, marks=marks)
-    hardware = Hardware(accelerator="gpu" if device.type == "cuda" else "cpu", threads=threads)
+    hardware = Hardware(accelerator="gpu" if device.type == "cuda" else "cpu", threads=threads, precision=precision,
+                        compile=compile)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
         train(spec, RunOptions(run_dir=run_dir, wandb="off", progress=False), hardware, datamodule=dm)
@@ -171,7 +183,8 @@ def measure(path: str, model: str, arrays, args, device: torch.device, scratch: 
         stamps = {}
         marks = {warmup: lambda: stamps.setdefault("start", _now(device)),
                  warmup + timed: lambda: stamps.setdefault("stop", _now(device))}
-        lightning_run(model, arrays, warmup, timed, batch, device, args.threads, scratch / f"{model}-{repeat}", marks)
+        lightning_run(model, arrays, warmup, timed, batch, device, args.threads, scratch / f"{model}-{repeat}", marks,
+                      args.precision, args.compile)
         return timed * batch / (stamps["stop"] - stamps["start"])
     torch.manual_seed(0)
     net = build_model(model).to(device)
@@ -180,8 +193,10 @@ def measure(path: str, model: str, arrays, args, device: torch.device, scratch: 
     else:
         net = net.to(memory_format=torch.channels_last)  # as ClassifierModule does
         batches = our_batches(arrays, batch, warmup + timed, device)
+    if args.compile:
+        net.compile()  # in place, as `--compile` does in train(); compiling happens in the warm-up iterations
     try:
-        return plain_loop(net, batches, warmup, timed, batch, device)
+        return plain_loop(net, batches, warmup, timed, batch, device, args.precision)
     finally:
         batches.close()  # shuts the DataLoader's workers down before the next measurement
 
@@ -224,7 +239,8 @@ def profile(model: str, arrays, args, device: torch.device, scratch: Path) -> No
 
     print(f"{model}: profiling {PROFILE_ITERS} iterations of path 3 after {args.warmup} warm-up", flush=True)
     lightning_run(model, arrays, args.warmup, PROFILE_ITERS, args.batch_size, device, args.threads,
-                  scratch / f"{model}-profile", {args.warmup: start, args.warmup + PROFILE_ITERS: stop})
+                  scratch / f"{model}-profile", {args.warmup: start, args.warmup + PROFILE_ITERS: stop},
+                  args.precision, args.compile)
     averages = prof.key_averages()
     sort_by = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
     print(averages.table(sort_by=sort_by, row_limit=25))
@@ -265,7 +281,8 @@ def render(table: pd.DataFrame, gemm: list[float], info: dict) -> str:
     lines = [
         "# Training throughput: the conventional pipeline vs ours",
         "",
-        f"Training images/s, batch {r.batch_size}, fp32, on {info['device_name']}: median of {r.repeats} "
+        f"Training images/s, batch {r.batch_size}, {numerics_label(r.precision, r['compile'])}, on "
+        f"{info['device_name']}: median of {r.repeats} "
         f"repeat(s) [min–max], each {r.warmup_iters} warm-up + the timed iterations shown. Generated by "
         "`benchmarks/throughput.py`; ratios are ratios of medians.",
         "",
@@ -286,7 +303,9 @@ def render(table: pd.DataFrame, gemm: list[float], info: dict) -> str:
         f"training measurements: median {statistics.median(gemm):.1f} GFLOP/s [{min(gemm):.1f}–{max(gemm):.1f}] "
         f"over {len(gemm)} products. Achieved GFLOP/s = 3 x forward multiply-adds x 2 x images/s "
         "(backward counted as twice the forward); forward multiply-adds per image: "
-        + ", ".join(f"{m} {v / 1e6:.1f}M" for m, v in dict(zip(table.model, table.mult_adds)).items()) + ".",
+        + ", ".join(f"{m} {v / 1e6:.1f}M" for m, v in dict(zip(table.model, table.mult_adds)).items()) + "."
+        + ("" if r.precision == "32-true" else " The GEMM stays fp32, so \"of GEMM\" compares reduced-precision "
+           "training with fp32 matrix speed (it can exceed 100%)."),
         "",
         "## What was measured",
         "",
@@ -348,9 +367,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--allow-partial", action="store_true", help="accept a source without all 60,000 images (tests)")
     parser.add_argument("--gemm-size", type=int, default=4096, help="side of the reference fp32 GEMM")
     parser.add_argument("--out", type=Path, default=REPO / "results" / "benchmarks", help="where throughput.md/.csv go")
+    parser.add_argument("--precision", choices=list(AUTOCAST), default="32-true",
+                        help="autocast in all three paths, as `resnet-repro train --precision` (default: fp32)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the network in all three paths")
     parser.add_argument("--profile", action="store_true",
                         help="only profile path 3 (torch.profiler, top ops) for each model; writes no results")
     return parser
+
+
+def numerics_label(precision: str, compile: bool) -> str:
+    """'fp32', 'bf16-mixed', 'fp32 + torch.compile', ...: what the table's title says it measured."""
+    return ("fp32" if precision == "32-true" else precision) + (" + torch.compile" if compile else "")
+
+
+def output_stem(precision: str, compile: bool) -> str:
+    """throughput (fp32, eager: the issue's figures), throughput-bf16-mixed, throughput-compile, ..."""
+    options = ([] if precision == "32-true" else [precision]) + (["compile"] if compile else [])
+    return "-".join(["throughput", *options])
 
 
 def _settings(args, device: torch.device) -> None:
@@ -464,7 +497,8 @@ def run(args) -> int:
     date = time.strftime("%Y-%m-%d %H:%M %Z")
     mult_adds = {m: count_multiply_adds(build_model(m), model_info(m).input_size) for m in args.models}
     table = summarise(raw, gemm, mult_adds, {
-        "batch_size": args.batch_size, "warmup_iters": args.warmup, "repeats": args.repeats,
+        "batch_size": args.batch_size, "precision": args.precision, "compile": args.compile,
+        "warmup_iters": args.warmup, "repeats": args.repeats,
         "threads": torch.get_num_threads(), "device": device_name, "other_cpu": round(others, 3),
         "commit": meta["commit"], "date": date})
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
@@ -475,11 +509,12 @@ def run(args) -> int:
             "data": f"{source.get('known') or source['path']} (sha256 {source['sha256'][:12]}, "
                     f"{source['train']} training images)"}
     args.out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.out / "throughput.csv", index=False, float_format="%.4g")
+    stem = output_stem(args.precision, args.compile)
+    table.to_csv(args.out / f"{stem}.csv", index=False, float_format="%.4g")
     text = render(table, gemm, info)
-    (args.out / "throughput.md").write_text(text)
+    (args.out / f"{stem}.md").write_text(text)
     print(text.split("\n## ")[0], flush=True)
-    print(f"throughput: wrote {args.out / 'throughput.md'} and throughput.csv", flush=True)
+    print(f"throughput: wrote {args.out / stem}.md and {stem}.csv", flush=True)
     if info["busy"]:
         print(f"throughput: warning: other processes used {100 * others:.0f}% of the CPU meanwhile; "
               "measure again on an idle machine", flush=True)

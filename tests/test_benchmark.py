@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 SCRIPT = Path(__file__).parents[1] / "benchmarks" / "throughput.py"
 
@@ -42,6 +43,31 @@ def test_throughput_main_writes_md_and_csv(throughput, tiny_args, tmp_path, caps
     assert "repeat 1/1  ours-lightning" in capsys.readouterr().out  # progress lines
 
 
+def test_throughput_bf16_autocasts_every_path_and_writes_its_own_files(throughput, tiny_args, tmp_path):
+    assert throughput.main([*tiny_args, "--repeats", "1", "--gemm-size", "64", "--precision", "bf16-mixed",
+                            "--out", str(tmp_path)]) == 0
+    assert not (tmp_path / "throughput.csv").exists()  # the fp32 figures are not overwritten
+    table = pd.read_csv(tmp_path / "throughput-bf16-mixed.csv")
+    assert (table["precision"] == "bf16-mixed").all() and (~table["compile"]).all() and (table["images_per_s"] > 0).all()
+    md = (tmp_path / "throughput-bf16-mixed.md").read_text()
+    assert "batch 16, bf16-mixed, on CPU" in md and "The GEMM stays fp32" in md
+
+
+def test_throughput_plain_loop_autocasts_to_the_requested_precision(throughput):
+    seen = []
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
+    net.register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+    batches = iter([(torch.randn(4, 3, 2, 2), torch.tensor([0, 1, 2, 0]))] * 3)
+    throughput.plain_loop(net, batches, 1, 2, 4, torch.device("cpu"), "bf16-mixed")
+    assert seen == [torch.bfloat16] * 3
+
+
+def test_throughput_output_names_say_the_numerics(throughput):
+    assert throughput.output_stem("32-true", False) == "throughput"  # the fp32 figures
+    assert throughput.output_stem("bf16-mixed", True) == "throughput-bf16-mixed-compile"
+    assert throughput.numerics_label("32-true", True) == "fp32 + torch.compile"
+
+
 def test_throughput_summary_ratios_are_ratios_of_medians(throughput):
     raw = pd.DataFrame([
         {"model": "resnet20", "path": path, "repeat": r, "images_per_s": rate, "timed_iters": 50}
@@ -50,7 +76,7 @@ def test_throughput_summary_ratios_are_ratios_of_medians(throughput):
         for r, rate in enumerate(rates)
     ])
     table = throughput.summarise(raw, [150.0, 170.0, 160.0], {"resnet20": 40_000_000}, {
-        "batch_size": 128, "warmup_iters": 3, "repeats": 3, "threads": 2, "device": "cpu", "other_cpu": 0.0,
+        "batch_size": 128, "precision": "32-true", "compile": False, "warmup_iters": 3, "repeats": 3, "threads": 2, "device": "cpu", "other_cpu": 0.0,
         "commit": "abc", "date": "today"})
     ours = table.set_index("path").loc["ours-lightning"]
     assert (ours.images_per_s, ours.images_per_s_min, ours.images_per_s_max) == (144, 120, 150)
