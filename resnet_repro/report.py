@@ -179,7 +179,11 @@ def write_results_index(results_dir: Path) -> Path:
     other = sorted(d.name for d in results_dir.iterdir()
                    if d.is_dir() and d.name != "runs" and not list(d.glob("*-provenance.json")))
     if other:
-        sections.append("## Other generated results\n\n" + "\n".join(f"- [{d}/]({d}/)" for d in other) + "\n")
+        lines = []
+        for d in other:
+            pages = sorted(p.name for p in (results_dir / d).glob("*.md") if p.name != "README.md")
+            lines.append(f"- [{d}/]({d}/)" + (": " + ", ".join(f"[{p}]({d}/{p})" for p in pages) if pages else ""))
+        sections.append("## Other generated results\n\n" + "\n".join(lines) + "\n")
     index = results_dir / "README.md"
     index.write_text("\n".join(sections))
     return index

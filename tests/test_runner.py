@@ -181,3 +181,15 @@ def test_stop_after_rejects_a_malformed_duration(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["run", "fig1", "--stop-after", "ten minutes"])
     assert exit_info.value.code == 2 and "expected a duration such as 540, 540s, 9m or 1.5h" in capsys.readouterr().err
+
+
+def test_results_index_links_the_pages_of_other_results(fig1):
+    from resnet_repro.report import write_results_index
+
+    results = fig1 / "results"
+    (results / "benchmarks").mkdir(exist_ok=True)
+    (results / "benchmarks" / "throughput.md").write_text("# Training throughput\n")
+    (results / "benchmarks" / "throughput.csv").write_text("model\n")
+    index = write_results_index(results).read_text()
+    assert "- [benchmarks/](benchmarks/): [throughput.md](benchmarks/throughput.md)" in index
+    assert "## fig1 (smoke profile)" in index  # the artifacts are still indexed
