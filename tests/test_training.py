@@ -445,7 +445,7 @@ def write_wrong_size_folder(root: Path) -> Path:
 
 @pytest.mark.parametrize("case", ["missing path", "corrupt archive", "wrong image size", "milestones past the end",
                                   "negative lr", "unknown model", "missing accelerator", "strategy typo",
-                                  "accelerator without its library"])
+                                  "accelerator without its library", "too few iterations for the default drops"])
 def test_cli_train_bad_input_exits_2_with_one_line(case, tiny_cifar_archive, cifar_cache_root, tmp_path, capsys):
     data, extra = tiny_cifar_archive, []
     if case == "missing path":
@@ -463,6 +463,8 @@ def test_cli_train_bad_input_exits_2_with_one_line(case, tiny_cifar_archive, cif
         extra = ["--accelerator", "gpu", "--devices", "64"]  # more GPUs than any one machine here has, or none
     elif case == "strategy typo":
         extra = ["--strategy", "dpp"]
+    elif case == "too few iterations for the default drops":
+        extra = ["--iterations", "2"]  # 50% and 75% of 2 would both be iteration 1
     elif case == "accelerator without its library":
         extra = ["--accelerator", "tpu"]  # Lightning needs torch_xla for it, which this project never installs
     out = tmp_path / "runs"
@@ -472,6 +474,8 @@ def test_cli_train_bad_input_exits_2_with_one_line(case, tiny_cifar_archive, cif
     assert main(args) == 2
     lines = terminal_lines(capsys.readouterr().err)
     assert len(lines) == 1 and lines[0].startswith("resnet-repro train: error: "), lines
+    if case == "too few iterations for the default drops":  # names the flag the user gave, not one they did not
+        assert "--iterations 2 is too short" in lines[0] and "give --milestones" in lines[0]
     assert not out.exists() or not any(out.iterdir()), "a failed start left a run directory behind"
 
 
