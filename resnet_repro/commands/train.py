@@ -69,9 +69,9 @@ def add_hardware_arguments(parser: argparse.ArgumentParser) -> None:
 def spec_from_args(args, model: str) -> TrainSpec:
     schedule = Schedule(lr=args.lr, warmup=args.warmup)
     if args.milestones is None:  # the paper's shape over --iterations (at 64000: the paper's own milestones)
-        if args.iterations < 4:
+        if args.iterations < 3:
             raise UserError(f"--iterations {args.iterations} is too short for the default lr drops at 50% and 75%: "
-                            "train at least 4 iterations, or give --milestones")
+                            "train at least 3 iterations, or give --milestones")
         schedule = schedule.scaled(args.iterations)
     else:
         schedule = dataclasses.replace(schedule, max_iters=args.iterations, milestones=args.milestones)
