@@ -47,7 +47,7 @@ class Hardware:
     devices: str = "1"  # Lightning's --devices: a count, "auto", or a list such as "0,1"
     num_nodes: int = 1
     strategy: str = "auto"  # "ddp" for several GPUs or nodes (torchrun or SLURM launch it)
-    precision: str = "32-true"  # the paper's; bf16-mixed / 16-mixed are GPU speed options
+    precision: str = "32-true"  # the paper's; bf16-mixed / 16-mixed are speed options (see benchmarks/numerics.py)
     deterministic: bool = False
     threads: int | None = None  # torch CPU threads; None keeps torch's default
     compile: bool = False  # torch.compile the network: a speed option that may change numerics slightly, off by default

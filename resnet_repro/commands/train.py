@@ -54,10 +54,10 @@ def add_hardware_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--devices", default="1", help="device count or list (Lightning)")
     parser.add_argument("--num-nodes", type=int, default=1)
     parser.add_argument("--strategy", default="auto", help="auto or ddp (multi-GPU / multi-node; see README)")
-    parser.add_argument("--precision", default="32-true", help="32-true (the paper's), bf16-mixed, 16-mixed")
+    parser.add_argument("--precision", default="32-true", help="32-true (the paper's, default), bf16-mixed, 16-mixed")
     parser.add_argument("--deterministic", action="store_true", help="deterministic kernels (slower)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the model (GPU speed option; numerics may differ slightly)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the network (a speed option; numerics may differ slightly)")
     parser.add_argument("--wandb", choices=["on", "offline", "off"], default="on",
                         help="on: online if logged in, else offline; off: local logs only")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
