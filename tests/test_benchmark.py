@@ -1,6 +1,7 @@
-"""Smoke tests for benchmarks/throughput.py (issue 5), so the script cannot rot; it is not a test of speed."""
+"""Smoke tests for benchmarks/throughput.py and numerics.py (issue 5), so the scripts cannot rot; not tests of speed."""
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -96,3 +97,58 @@ def test_throughput_unknown_model_is_a_user_error(throughput, capsys):
     assert throughput.main(["--models", "resnet7"]) == 2
     err = capsys.readouterr().err
     assert "resnet7" in err and len(err.strip().splitlines()) == 1
+
+
+# --- benchmarks/numerics.py: what bf16 and compile do to the final error ------------------------------
+
+
+@pytest.fixture(scope="module")
+def numerics():
+    spec = importlib.util.spec_from_file_location("numerics", SCRIPT.parent / "numerics.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_numerics_smoke_trains_each_variant_on_the_same_seeds_and_reuses_them(numerics, tiny_cifar_archive,
+                                                                             cifar_cache_root, tmp_path, capsys):
+    args = ["--profile", "smoke", "--variants", "bf16-mixed", "--seeds", "2", "--jobs", "1", "--threads", "1",
+            "--data", str(tiny_cifar_archive), "--data-root", str(cifar_cache_root), "--allow-partial",
+            "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]
+    assert numerics.main(args) == 0
+    runs = pd.read_csv(tmp_path / "out" / "numerics.csv")
+    assert sorted(zip(runs["variant"], runs["seed"])) == [("bf16-mixed", 0), ("bf16-mixed", 1), ("fp32", 0), ("fp32", 1)]
+    assert (runs["status"] == "finished").all() and (runs["images_per_s"] > 0).all()
+    # fp32 runs share the artifacts' run cache; each other variant has its own, with its precision recorded
+    records = {p.parent.parent.name: json.loads(p.read_text()) for p in (tmp_path / "runs").glob("**/run.json")}
+    assert records["numerics-bf16-mixed"]["hardware_flags"]["precision"] == "bf16-mixed"
+    assert records["runs"]["hardware_flags"]["precision"] == "32-true"
+    md = (tmp_path / "out" / "numerics.md").read_text()
+    assert "| bf16-mixed | 2 |" in md and "noise band" in md and "profile: smoke" in md
+    capsys.readouterr()
+    assert numerics.main(args) == 0  # a second call trains nothing
+    assert "0 to train" in capsys.readouterr().out
+
+
+def test_numerics_compares_means_against_a_noise_band_from_the_fp32_seeds(numerics):
+    runs = pd.DataFrame({
+        "variant": ["fp32"] * 2 + ["bf16-mixed"] * 2 + ["compile"] * 2,
+        "final_test_error": [10.0, 12.0, 10.5, 11.7, 14.0, 15.0],
+        "final_train_error": [5.0, 7.0, 6.0, 6.0, 9.0, 9.0],
+        "images_per_s": [100.0, 100.0, 150.0, 170.0, 90.0, 90.0],
+    })
+    table, noise = numerics.compare(runs)
+    rows = table.set_index("variant")
+    sigma = 2 ** 0.5  # std (ddof=1) of 10 and 12
+    assert noise == {"sigma": pytest.approx(sigma), "seeds": 2}
+    assert rows.loc["bf16-mixed", "Δ test vs fp32"] == pytest.approx(0.1)
+    assert rows.loc["bf16-mixed", "noise (2 SE)"] == pytest.approx(2 * sigma)  # 2 * sigma * sqrt(1/2 + 1/2)
+    assert rows.loc["bf16-mixed", "speed vs fp32"] == "1.60x"
+    lines = numerics.verdict(table, noise)
+    assert "bf16-mixed: mean test error 0.10 points higher than fp32, inside" in lines[0]
+    assert "compile: mean test error 3.50 points higher than fp32, OUTSIDE" in lines[1]
+
+
+def test_numerics_unknown_variant_is_a_user_error(numerics, capsys):
+    assert numerics.main(["--variants", "fp8"]) == 2
+    assert "unknown variant(s) fp8" in capsys.readouterr().err
