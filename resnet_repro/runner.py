@@ -56,6 +56,7 @@ def _train_one(spec: TrainSpec, run_dir: Path, resume: bool, options: dict, hard
     if options.get("deadline") is not None and time.time() >= options["deadline"]:
         # --stop-after passed before this run had a free slot: no run is started after the time limit.
         return _not_started(run_dir, "time limit")
+    print(f"{run_dir.name}: {'resuming' if resume else 'training'} {spec.model} seed {spec.seed}", flush=True)
     try:
         return train(spec, RunOptions(run_dir=run_dir, resume=resume, **options), hardware)
     except NonFiniteLossError as exc:
@@ -107,10 +108,8 @@ def run_experiment(experiment: Experiment, profile: Profile, *, runs_dir: Path, 
         for spec, run_dir, resume in todo:
             if records and records[-1]["status"] in ("interrupted", "not started"):
                 records.append(_not_started(run_dir, records[-1]["stopped_by"]))  # Ctrl-C or the time limit stops them all
-                continue
-            if deadline is None or time.time() < deadline:
-                print(f"{run_id(spec)}: {'resuming' if resume else 'training'} {spec.model} seed {spec.seed}")
-            records.append(_train_one(spec, run_dir, resume, options, hardware))
+            else:
+                records.append(_train_one(spec, run_dir, resume, options, hardware))
     else:
         # Small CIFAR nets leave a device idle: several runs share it, each with its share of the CPU threads.
         threads = hardware.threads or max(1, (os.cpu_count() or 1) // jobs)
