@@ -9,7 +9,7 @@ option's mean error with fp32's, against a noise band of two standard errors tak
 the fp32 seeds: a shift inside the band is not an effect this many seeds can show.
 
     python benchmarks/numerics.py                    # resnet20, quick, seeds 0 and 1, 2 runs at a time:
-                                                     # ~65 min on 2 CPU cores
+                                                     # ~45 min on 2 CPU cores
     python benchmarks/numerics.py --seeds 5          # a narrower band (cached runs are reused)
     python benchmarks/numerics.py --profile paper --jobs 6 --accelerator gpu   # the paper's 64k iterations
 
@@ -33,7 +33,7 @@ from resnet_repro.data.sources import DATA_ENV
 from resnet_repro.errors import UserError
 from resnet_repro.experiment import Experiment, get_profile, plan_runs
 from resnet_repro.records import load_runs
-from resnet_repro.runner import run_experiment
+from resnet_repro.runner import pending_runs, train_runs
 from resnet_repro.spec import run_id
 from resnet_repro.tables import format_duration, provenance_footer, render_markdown
 from resnet_repro.training import Hardware
@@ -71,24 +71,27 @@ def variant_runs_dir(runs_dir: Path, variant: str) -> Path:
 
 
 def train_variants(args, variants: list[str]) -> pd.DataFrame:
-    """Train (or reuse) every variant x seed; one summary row per run, with its variant and throughput."""
+    """Train (or reuse) every variant x seed, all in one pool; one summary row per run, with variant and rate."""
     profile = dataclasses.replace(get_profile(args.profile), depths=None, max_seeds=None)
     experiment = Experiment(id="numerics", caption="effect of bf16 and torch.compile on final error",
                             models=(args.model,), render="table6", seeds={args.model: args.seeds})
     data = DataConfig(data=args.data or os.environ.get(DATA_ENV) or str(SHARED_CIFAR.resolve()), root=args.data_root,
                       full=not args.allow_partial)
+    specs = plan_runs(experiment, profile, data)
+    # The same threads per run for every variant, also when a single run is left to train, so the logged
+    # rates compare like with like.
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
+    todo = []
+    for variant in variants:
+        hardware = Hardware(accelerator=args.accelerator, threads=threads, **VARIANTS[variant])
+        todo += pending_runs(specs, variant_runs_dir(args.runs_dir, variant), hardware)
+    print(f"numerics ({profile.name}): {len(variants)} variants x {len(specs)} seeds, {len(todo)} to train, "
+          f"{args.jobs} at a time", flush=True)
+    train_runs(todo, {"wandb": args.wandb, "group": f"numerics-{profile.name}", "progress": False,
+                      "extra_meta": {"profile": profile.name}}, args.jobs)
     frames = []
     for variant in variants:
-        # The same threads per run for every variant, also when a variant has a single run left to train,
-        # so the logged rates compare like with like.
-        threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
-        hardware = Hardware(accelerator=args.accelerator, threads=threads, **VARIANTS[variant])
-        runs_dir = variant_runs_dir(args.runs_dir, variant)
-        print(f"numerics: {variant} ({runs_dir})", flush=True)
-        run_experiment(experiment, profile, runs_dir=runs_dir, results_dir=args.out, data=data, hardware=hardware,
-                       jobs=args.jobs, wandb=args.wandb, progress=False)
-        ids = [run_id(s) for s in plan_runs(experiment, profile, data)]
-        summary, curves = load_runs(runs_dir, ids)
+        summary, curves = load_runs(variant_runs_dir(args.runs_dir, variant), [run_id(s) for s in specs])
         # Median logged rate over the run (the last interval alone is noisy); evaluations are not counted.
         rate = curves.groupby("run_id")["throughput"].median().rename("images_per_s")
         frames.append(summary.join(rate, on="run_id").assign(variant=variant))

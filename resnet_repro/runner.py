@@ -74,11 +74,18 @@ def check_cached(run_dir: Path, spec: TrainSpec, data_sha256: str, hardware) -> 
                         "use another --runs-dir, or --force to retrain")
 
 
-def run_experiment(experiment: Experiment, profile: Profile, *, runs_dir: Path, results_dir: Path,
-                   data: DataConfig, hardware, only: str | None = None, force: bool = False, jobs: int = 1,
-                   wandb: str = "on", progress: bool = True, deadline: float | None = None) -> list[dict]:
-    """Train what is not trained yet (resuming interrupted runs); by `deadline` (time.time()), checkpoint and stop."""
-    specs = select_runs(plan_runs(experiment, profile, data), only)
+@dataclasses.dataclass(frozen=True)
+class PendingRun:
+    """A run to train (or resume) in `run_dir`, with the hardware flags it trains under."""
+
+    spec: TrainSpec
+    run_dir: Path
+    resume: bool
+    hardware: object  # training.Hardware (imported lazily: importing Lightning takes seconds)
+
+
+def pending_runs(specs: list[TrainSpec], runs_dir: Path, hardware, *, force: bool = False) -> list[PendingRun]:
+    """The runs of `specs` still to train; finished ones are reused if trained on the same data and numerics."""
     data_sha256 = None
     todo = []
     for spec in specs:
@@ -98,27 +105,44 @@ def run_experiment(experiment: Experiment, profile: Profile, *, runs_dir: Path, 
         resume = (run_dir / "checkpoints" / "last.ckpt").exists() and not force
         if run_dir.exists() and not resume:
             shutil.rmtree(run_dir)  # --force, or a run that died before its first checkpoint: start over
-        todo.append((spec, run_dir, resume))
-    print(f"{experiment.id} ({profile.name}): {len(specs)} runs, {len(todo)} to train"
-          + (f", {jobs} at a time" if jobs > 1 and len(todo) > 1 else ""))
-    options = {"wandb": wandb, "group": f"{experiment.id}-{profile.name}", "progress": progress and jobs == 1,
-               "extra_meta": {"profile": profile.name}, "deadline": deadline}
+        todo.append(PendingRun(spec, run_dir, resume, hardware))
+    return todo
+
+
+def train_runs(todo: list[PendingRun], options: dict, jobs: int = 1) -> list[dict]:
+    """Train `todo`, one after another or `jobs` at a time; Ctrl-C or the deadline stops them all."""
     records = []
     if jobs <= 1 or len(todo) <= 1:
-        for spec, run_dir, resume in todo:
+        for run in todo:
             if records and records[-1]["status"] in ("interrupted", "not started"):
-                records.append(_not_started(run_dir, records[-1]["stopped_by"]))  # Ctrl-C or the time limit stops them all
+                records.append(_not_started(run.run_dir, records[-1]["stopped_by"]))
             else:
-                records.append(_train_one(spec, run_dir, resume, options, hardware))
-    else:
-        # Small CIFAR nets leave a device idle: several runs share it, each with its share of the CPU threads.
-        threads = hardware.threads or max(1, (os.cpu_count() or 1) // jobs)
-        hardware = dataclasses.replace(hardware, threads=threads)
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-            futures = {pool.submit(_train_one, spec, run_dir, resume, options, hardware): spec for spec, run_dir, resume in todo}
-            for future in as_completed(futures):
-                record = future.result()
-                print(f"{record['run_id']}: {record['status']}, test error {record['final'].get('test/error', float('nan')):.2f}%",
-                      flush=True)
-                records.append(record)
+                records.append(_train_one(run.spec, run.run_dir, run.resume, options, run.hardware))
+        return records
+    # Small CIFAR nets leave a device idle: several runs share it, each with its share of the CPU threads.
+    share = max(1, (os.cpu_count() or 1) // jobs)
+    options = {**options, "progress": False}  # one bar per process would garble the terminal
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(_train_one, run.spec, run.run_dir, run.resume, options,
+                               dataclasses.replace(run.hardware, threads=run.hardware.threads or share))
+                   for run in todo]
+        for future in as_completed(futures):
+            record = future.result()
+            print(f"{record['run_id']}: {record['status']}, test error {record['final'].get('test/error', float('nan')):.2f}%",
+                  flush=True)
+            records.append(record)
     return records
+
+
+def run_experiment(experiment: Experiment, profile: Profile, *, runs_dir: Path, data: DataConfig, hardware,
+                   only: str | None = None, force: bool = False, jobs: int = 1, wandb: str = "on",
+                   progress: bool = True, deadline: float | None = None) -> list[dict]:
+    """Train what is not trained yet (resuming interrupted runs); by `deadline` (time.time()), checkpoint and stop."""
+    specs = select_runs(plan_runs(experiment, profile, data), only)
+    todo = pending_runs(specs, runs_dir, hardware, force=force)
+    print(f"{experiment.id} ({profile.name}): {len(specs)} runs, {len(todo)} to train"
+          + (f", {jobs} at a time" if jobs > 1 and len(todo) > 1 else ""))
+    options = {"wandb": wandb, "group": f"{experiment.id}-{profile.name}", "progress": progress,
+               "extra_meta": {"profile": profile.name}, "deadline": deadline}
+    return train_runs(todo, options, jobs)
+

@@ -76,7 +76,7 @@ def execute(experiment: Experiment, args) -> int:
     data = DataConfig(data=args.data, root=args.data_root)
     runs_dir, results_dir = Path(args.runs_dir), Path(args.results_dir)
     started = time.perf_counter()
-    records = run_experiment(experiment, profile, runs_dir=runs_dir, results_dir=results_dir, data=data,
+    records = run_experiment(experiment, profile, runs_dir=runs_dir, data=data,
                              hardware=hardware_from_args(args), only=args.only, force=args.force, jobs=args.jobs,
                              wandb=args.wandb, progress=args.progress, deadline=stop_at)
     stopped = [r for r in records if r["status"] in ("interrupted", "not started")]
