@@ -70,8 +70,12 @@ def variant_runs_dir(runs_dir: Path, variant: str) -> Path:
     return runs_dir if variant == REFERENCE else runs_dir / f"numerics-{variant}"
 
 
-def train_variants(args, variants: list[str]) -> pd.DataFrame:
-    """Train (or reuse) every variant x seed, all in one pool; one summary row per run, with variant and rate."""
+def train_variants(args, variants: list[str]) -> tuple[pd.DataFrame | None, list[str]]:
+    """Train (or reuse) every variant x seed, all in one pool.
+
+    Returns one summary row per run (with its variant and rate), or None and the unfinished runs when
+    Ctrl-C or a crash stopped some: a table of the runs that happened to finish would compare unlike sets.
+    """
     profile = dataclasses.replace(get_profile(args.profile), depths=None, max_seeds=None)
     experiment = Experiment(id="numerics", caption="effect of bf16 and torch.compile on final error",
                             models=(args.model,), render="table6", seeds={args.model: args.seeds})
@@ -87,15 +91,19 @@ def train_variants(args, variants: list[str]) -> pd.DataFrame:
         todo += pending_runs(specs, variant_runs_dir(args.runs_dir, variant), hardware)
     print(f"numerics ({profile.name}): {len(variants)} variants x {len(specs)} seeds, {len(todo)} to train, "
           f"{args.jobs} at a time", flush=True)
-    train_runs(todo, {"wandb": args.wandb, "group": f"numerics-{profile.name}", "progress": False,
-                      "extra_meta": {"profile": profile.name}}, args.jobs)
+    records = train_runs(todo, {"wandb": args.wandb, "group": f"numerics-{profile.name}", "progress": False,
+                                "extra_meta": {"profile": profile.name}}, args.jobs)
+    unfinished = [f"{run.run_dir.parent.name}/{record['run_id']}" for run, record in zip(todo, records)
+                  if record["status"] in ("interrupted", "not started")]
+    if unfinished:
+        return None, unfinished
     frames = []
     for variant in variants:
         summary, curves = load_runs(variant_runs_dir(args.runs_dir, variant), [run_id(s) for s in specs])
         # Median logged rate over the run (the last interval alone is noisy); evaluations are not counted.
         rate = curves.groupby("run_id")["throughput"].median().rename("images_per_s")
         frames.append(summary.join(rate, on="run_id").assign(variant=variant))
-    return pd.concat(frames, ignore_index=True)
+    return pd.concat(frames, ignore_index=True), []
 
 
 def compare(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
@@ -163,7 +171,11 @@ def run(args) -> int:
         variants.insert(0, REFERENCE)  # every change is measured against fp32 on the same seeds
     if args.seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {args.seeds}")
-    runs = train_variants(args, variants)
+    runs, unfinished = train_variants(args, variants)
+    if runs is None:
+        print(f"numerics: stopped with {len(unfinished)} run(s) unfinished ({', '.join(unfinished)}); nothing written. "
+              "Run the same command again to continue.", flush=True)
+        return 130
     table, noise = compare(runs)
     args.out.mkdir(parents=True, exist_ok=True)
     runs.to_csv(args.out / "numerics.csv", index=False, float_format="%.4g")

@@ -110,7 +110,10 @@ def pending_runs(specs: list[TrainSpec], runs_dir: Path, hardware, *, force: boo
 
 
 def train_runs(todo: list[PendingRun], options: dict, jobs: int = 1) -> list[dict]:
-    """Train `todo`, one after another or `jobs` at a time; Ctrl-C or the deadline stops them all."""
+    """Train `todo`, one after another or `jobs` at a time; their records, in the order of `todo`.
+
+    Ctrl-C or the deadline stops them all (a run not begun by then comes back "not started").
+    """
     records = []
     if jobs <= 1 or len(todo) <= 1:
         for run in todo:
@@ -128,10 +131,11 @@ def train_runs(todo: list[PendingRun], options: dict, jobs: int = 1) -> list[dic
                    for run in todo]
         for future in as_completed(futures):
             record = future.result()
-            print(f"{record['run_id']}: {record['status']}, test error {record['final'].get('test/error', float('nan')):.2f}%",
-                  flush=True)
-            records.append(record)
-    return records
+            test_error = record["final"].get("test/error") if record["status"] == "finished" else None
+            print(f"{record['run_id']}: {record['status']}"
+                  + (f", test error {test_error:.2f}%" if test_error is not None else
+                     f" at iteration {record['iterations']}" if "iterations" in record else ""), flush=True)
+    return [future.result() for future in futures]
 
 
 def run_experiment(experiment: Experiment, profile: Profile, *, runs_dir: Path, data: DataConfig, hardware,

@@ -100,7 +100,7 @@ class _StopOnInterrupt(Callback):
                 return
             self.interrupted = trainer.strategy.reduce_boolean_decision(self.interrupted, all=False)
         if self.interrupted:
-            trainer.save_checkpoint(Path(self.checkpoint.dirpath) / "last.ckpt")
+            trainer.save_checkpoint(Path(self.checkpoint.dirpath) / "last.ckpt", weights_only=False)
             # Not `trainer.should_stop`: that makes Lightning run an extra evaluation and re-log this step's
             # train row, so resumed curves would differ. End the loop as if max_steps were reached instead.
             trainer.fit_loop.epoch_loop.max_steps = trainer.global_step

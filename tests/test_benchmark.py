@@ -152,3 +152,14 @@ def test_numerics_compares_means_against_a_noise_band_from_the_fp32_seeds(numeri
 def test_numerics_unknown_variant_is_a_user_error(numerics, capsys):
     assert numerics.main(["--variants", "fp8"]) == 2
     assert "unknown variant(s) fp8" in capsys.readouterr().err
+
+
+def test_numerics_interrupted_writes_nothing(numerics, tiny_cifar_archive, cifar_cache_root, tmp_path, monkeypatch, capsys):
+    """A table from whichever runs happened to finish would compare unlike sets of seeds."""
+    def ctrl_c(todo, options, jobs):
+        return [{"run_id": run.run_dir.name, "status": "interrupted", "stopped_by": "ctrl-c", "final": {}} for run in todo]
+
+    monkeypatch.setattr(numerics, "train_runs", ctrl_c)
+    assert numerics.main(["--profile", "smoke", "--data", str(tiny_cifar_archive), "--data-root", str(cifar_cache_root),
+                          "--allow-partial", "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 130
+    assert "nothing written" in capsys.readouterr().out and not (tmp_path / "out").exists()
