@@ -56,11 +56,11 @@ def _train_one(spec: TrainSpec, run_dir: Path, resume: bool, options: dict, hard
     if options.get("deadline") is not None and time.time() >= options["deadline"]:
         # --stop-after passed before this run had a free slot: no run is started after the time limit.
         return _not_started(run_dir, "time limit")
-    print(f"{run_dir.name}: {'resuming' if resume else 'training'} {spec.model} seed {spec.seed}", flush=True)
+    print(f"{run_dir}: {'resuming' if resume else 'training'} {spec.model} seed {spec.seed}", flush=True)
     try:
         return train(spec, RunOptions(run_dir=run_dir, resume=resume, **options), hardware)
     except NonFiniteLossError as exc:
-        print(f"{run_dir.name}: diverged: {exc}", file=sys.stderr)
+        print(f"{run_dir}: diverged: {exc}", file=sys.stderr)
         return {"run_id": run_dir.name, "status": "diverged", "final": {}}
 
 
@@ -97,10 +97,10 @@ def pending_runs(specs: list[TrainSpec], runs_dir: Path, hardware, *, force: boo
 
                 data_sha256 = load_cifar10(spec.data.data, spec.data.root, full=spec.data.full, progress=False).source["sha256"]
             check_cached(run_dir, spec, data_sha256, hardware)
-            print(f"{run_id(spec)}: finished earlier, not retrained (--force retrains)")
+            print(f"{run_dir}: finished earlier, not retrained (--force retrains)")
             continue
         if status == "diverged" and not force:
-            print(f"{run_id(spec)}: diverged earlier; not retried (--force retrains from scratch)")
+            print(f"{run_dir}: diverged earlier; not retried (--force retrains from scratch)")
             continue
         resume = (run_dir / "checkpoints" / "last.ckpt").exists() and not force
         if run_dir.exists() and not resume:
