@@ -30,7 +30,7 @@ import pandas as pd
 
 from resnet_repro.data.cifar10 import DataConfig
 from resnet_repro.data.sources import DATA_ENV
-from resnet_repro.errors import UserError
+from resnet_repro.errors import UserError, exit_status
 from resnet_repro.experiment import Experiment, get_profile, plan_runs
 from resnet_repro.records import load_runs
 from resnet_repro.runner import pending_runs, train_runs
@@ -190,11 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
-    try:
-        return run(args)
-    except UserError as exc:
-        print(f"numerics: error: {exc}", file=sys.stderr)
-        return 2
+    return exit_status("numerics", lambda: run(args))
 
 
 if __name__ == "__main__":

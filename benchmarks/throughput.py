@@ -44,7 +44,7 @@ from torchvision import transforms
 
 from resnet_repro.data.cifar10 import CIFAR10DataModule, DataConfig
 from resnet_repro.data.sources import DATA_ENV, load_cifar10
-from resnet_repro.errors import UserError
+from resnet_repro.errors import UserError, exit_status
 from resnet_repro.flops import count_multiply_adds
 from resnet_repro.models import build_model, model_info
 from resnet_repro.spec import Schedule, TrainSpec
@@ -526,11 +526,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
-    try:
-        return run(args)
-    except UserError as exc:
-        print(f"throughput: error: {exc}", file=sys.stderr)
-        return 2
+    return exit_status("throughput", lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -2,9 +2,8 @@
 
 import argparse
 import importlib
-import sys
 
-from resnet_repro.errors import UserError
+from resnet_repro.errors import exit_status
 
 # Each module defines `register(subparsers)`, which adds its parser and sets `func(args) -> int`.
 COMMANDS = ["models", "train", "run", "report"]
@@ -24,8 +23,4 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except UserError as exc:
-        print(f"resnet-repro {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    return exit_status(f"resnet-repro {args.command}", lambda: args.func(args))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from resnet_repro.commands.train import EXIT_TIME_LIMIT, add_hardware_arguments, deadline, hardware_from_args
 from resnet_repro.data.cifar10 import DataConfig
-from resnet_repro.errors import UserError
+from resnet_repro.errors import UserError, exit_status
 from resnet_repro.experiment import PROFILES, Experiment, get_profile, plan_runs, skipped_models
 from resnet_repro.spec import run_id
 
@@ -49,16 +49,10 @@ def run(args) -> int:
 
 def main(experiment: Experiment, argv=None) -> int:
     """Entry point of `python experiments/<artifact>.py`: the same flags as `resnet-repro run`."""
-    import sys
-
     parser = argparse.ArgumentParser(prog=f"experiments/{experiment.id}.py", description=experiment.caption)
     add_run_arguments(parser)
     args = parser.parse_args(argv)
-    try:
-        return execute(experiment, args)
-    except UserError as exc:
-        print(f"{experiment.id}: error: {exc}", file=sys.stderr)
-        return 2
+    return exit_status(experiment.id, lambda: execute(experiment, args))
 
 
 def execute(experiment: Experiment, args) -> int:
