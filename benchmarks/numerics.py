@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--allow-partial", action="store_true", help="accept a partial CIFAR-10 (tests only)")
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
     parser.add_argument("--out", type=Path, default=REPO / "results" / "benchmarks")
-    parser.add_argument("--wandb", default="off", help="on, offline or off (default: off)")
+    parser.add_argument("--wandb", choices=["on", "offline", "off"], default="off", help="default: off")
     return parser
 
 
@@ -109,8 +109,8 @@ def train_variants(args, variants: list[str]) -> tuple[pd.DataFrame | None, list
 def compare(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     """Per variant: mean errors, the shift of the mean from fp32, its noise band, and speed."""
     ref = runs[runs["variant"] == REFERENCE]
-    # Changed arithmetic sends a run down its own trajectory within a few hundred steps, so a variant's run
-    # is, statistically, another seed: compare means, with the fp32 seeds' spread as the noise.
+    # Rounding differences grow during training until a variant's run is, statistically, another seed (its
+    # paired differences from fp32 match fp32's seed-to-seed ones): compare means, fp32's spread as the noise.
     sigma = ref["final_test_error"].std(ddof=1) if len(ref) > 1 else float("nan")
     rows = []
     for variant, group in runs.groupby("variant", sort=False):
@@ -150,8 +150,8 @@ def render(runs: pd.DataFrame, table: pd.DataFrame, noise: dict, profile: str, c
     footer = provenance_footer(runs, profile=profile)
     intro = (f"# Does a speed option change the result? ({model}, last-iterate errors in %)\n\n"
              f"Each variant trains {model} on the same seeds as fp32 (same initialisation, data order and "
-             "augmentation draws). Changed arithmetic still sends a run down its own path within a few hundred "
-             "steps, so a variant's run is, statistically, one more seed: the table compares mean errors, and "
+             "augmentation draws). Rounding differences still grow during training until a variant's run is, "
+             "statistically, one more seed: the table compares mean errors, and "
              "the noise band is two standard errors of that difference, from the fp32 seeds' standard deviation "
              f"({noise['sigma']:.2f} points of test error over {noise['seeds']} seeds). Final training error is the "
              "running mean of the last logging interval, noisier still. img/s is the median logged training rate "
