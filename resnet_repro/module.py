@@ -81,8 +81,9 @@ class ClassifierModule(pl.LightningModule):
                 self._loss_sum += loss.detach() * len(y)
                 self._wrong_sum += wrong
             self._seen = (self._seen or 0) + len(y)
-        if (self.global_step + 1) % self.spec.log_every == 0:
-            self._log_interval()
+        iteration = self.global_step + 1
+        if iteration % self.spec.log_every == 0 or iteration == self.spec.schedule.max_iters:
+            self._log_interval()  # the last, possibly shorter, interval too: the final train error is the last iterate's
         return loss
 
     def _log_interval(self) -> None:
@@ -103,7 +104,13 @@ class ClassifierModule(pl.LightningModule):
             "lr": self.lr_at(self.global_step),
             "throughput": (seen - self._untimed) / seconds if seconds > 0 else float("nan"),
         }
-        self.log_dict(metrics, on_step=True, on_epoch=False, prog_bar=False, sync_dist=False)
+        if iteration % self.spec.log_every == 0:
+            self.log_dict(metrics, on_step=True, on_epoch=False, prog_bar=False, sync_dist=False)
+        elif self.trainer.is_global_zero:
+            # The run's last, shorter interval: Lightning writes step metrics only every log_every_n_steps,
+            # so hand this row to the loggers directly (at Lightning's step numbering: iteration - 1).
+            for logger in self.loggers:
+                logger.log_metrics(metrics, step=self.global_step)
         self.log_dict({"err": metrics["train/error"], "img/s": metrics["throughput"]}, prog_bar=True, logger=False)
         self.last_train = metrics
         if self.warmup and self.warmup_ended_at is None and metrics["train/error"] < WARMUP_UNTIL_TRAIN_ERROR:

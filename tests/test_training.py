@@ -179,6 +179,15 @@ def test_train_final_metrics_are_the_last_logged(finished_run):
     assert record["final"]["train/error"] == pytest.approx(last_train["train/error"])
 
 
+def test_train_logs_the_last_partial_interval(tiny_cifar_archive, cifar_cache_root, tmp_path):
+    """9 iterations logged every 4: rows at 4, 8 and 9, so the final training error covers the last iterate."""
+    spec = tiny_spec(tiny_cifar_archive, cifar_cache_root, iters=9, milestones=(4, 6), log_every=4, eval_every=9)
+    record = run(spec, tmp_path / "run")
+    train_rows = read_run(tmp_path / "run")[1].dropna(subset=["train/error"])
+    assert train_rows["step"].tolist() == [4, 8, 9]
+    assert record["final"]["train/error"] == pytest.approx(train_rows["train/error"].iloc[-1])
+
+
 def test_train_writes_last_checkpoint(finished_run):
     _, _, run_dir = finished_run
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
