@@ -12,7 +12,6 @@ import os
 import platform
 import signal
 import subprocess
-import sys
 import time
 import warnings
 from dataclasses import dataclass
