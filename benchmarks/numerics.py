@@ -57,7 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--jobs", type=int, default=2, help="runs trained at once (default: 2)")
     parser.add_argument("--accelerator", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per run (default: cores / jobs)")
-    parser.add_argument("--data", default=None, help=f"CIFAR-10 source (default: ${DATA_ENV}, else ../shared's JPEG copy)")
+    parser.add_argument(
+        "--data", default=None, help=f"CIFAR-10 source (default: ${DATA_ENV}, else ../shared's JPEG copy)"
+    )
     parser.add_argument("--data-root", default=None, help="decoded-cache directory (default: ~/.cache/resnet-repro)")
     parser.add_argument("--allow-partial", action="store_true", help="accept a partial CIFAR-10 (tests only)")
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
@@ -77,10 +79,18 @@ def train_variants(args, variants: list[str]) -> tuple[pd.DataFrame | None, list
     Ctrl-C or a crash stopped some: a table of the runs that happened to finish would compare unlike sets.
     """
     profile = dataclasses.replace(get_profile(args.profile), depths=None, max_seeds=None)
-    experiment = Experiment(id="numerics", caption="effect of bf16 and torch.compile on final error",
-                            models=(args.model,), render="table6", seeds={args.model: args.seeds})
-    data = DataConfig(data=args.data or os.environ.get(DATA_ENV) or str(SHARED_CIFAR.resolve()), root=args.data_root,
-                      full=not args.allow_partial)
+    experiment = Experiment(
+        id="numerics",
+        caption="effect of bf16 and torch.compile on final error",
+        models=(args.model,),
+        render="table6",
+        seeds={args.model: args.seeds},
+    )
+    data = DataConfig(
+        data=args.data or os.environ.get(DATA_ENV) or str(SHARED_CIFAR.resolve()),
+        root=args.data_root,
+        full=not args.allow_partial,
+    )
     specs = plan_runs(experiment, profile, data)
     # The same threads per run for every variant, also when a single run is left to train, so the logged
     # rates compare like with like.
@@ -89,12 +99,26 @@ def train_variants(args, variants: list[str]) -> tuple[pd.DataFrame | None, list
     for variant in variants:
         hardware = Hardware(accelerator=args.accelerator, threads=threads, **VARIANTS[variant])
         todo += pending_runs(specs, variant_runs_dir(args.runs_dir, variant), hardware)
-    print(f"numerics ({profile.name}): {len(variants)} variants x {len(specs)} seeds, {len(todo)} to train, "
-          f"{args.jobs} at a time", flush=True)
-    records = train_runs(todo, {"wandb": args.wandb, "group": f"numerics-{profile.name}", "progress": False,
-                                "extra_meta": {"profile": profile.name}}, args.jobs)
-    unfinished = [f"{run.run_dir.parent.name}/{record['run_id']}" for run, record in zip(todo, records)
-                  if record["status"] in ("interrupted", "not started")]
+    print(
+        f"numerics ({profile.name}): {len(variants)} variants x {len(specs)} seeds, {len(todo)} to train, "
+        f"{args.jobs} at a time",
+        flush=True,
+    )
+    records = train_runs(
+        todo,
+        {
+            "wandb": args.wandb,
+            "group": f"numerics-{profile.name}",
+            "progress": False,
+            "extra_meta": {"profile": profile.name},
+        },
+        args.jobs,
+    )
+    unfinished = [
+        f"{run.run_dir.parent.name}/{record['run_id']}"
+        for run, record in zip(todo, records)
+        if record["status"] in ("interrupted", "not started")
+    ]
     if unfinished:
         return None, unfinished
     frames = []
@@ -114,16 +138,19 @@ def compare(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     sigma = ref["final_test_error"].std(ddof=1) if len(ref) > 1 else float("nan")
     rows = []
     for variant, group in runs.groupby("variant", sort=False):
-        rows.append({
-            "variant": variant, "runs": len(group),
-            "test error": group["final_test_error"].mean(),
-            "Δ test vs fp32": group["final_test_error"].mean() - ref["final_test_error"].mean(),
-            "noise (2 SE)": 2 * sigma * math.sqrt(1 / len(group) + 1 / len(ref)),
-            "train error": group["final_train_error"].mean(),
-            "Δ train vs fp32": group["final_train_error"].mean() - ref["final_train_error"].mean(),
-            "img/s": group["images_per_s"].median(),
-            "speed vs fp32": f"{group['images_per_s'].median() / ref['images_per_s'].median():.2f}x",
-        })
+        rows.append(
+            {
+                "variant": variant,
+                "runs": len(group),
+                "test error": group["final_test_error"].mean(),
+                "Δ test vs fp32": group["final_test_error"].mean() - ref["final_test_error"].mean(),
+                "noise (2 SE)": 2 * sigma * math.sqrt(1 / len(group) + 1 / len(ref)),
+                "train error": group["final_train_error"].mean(),
+                "Δ train vs fp32": group["final_train_error"].mean() - ref["final_train_error"].mean(),
+                "img/s": group["images_per_s"].median(),
+                "speed vs fp32": f"{group['images_per_s'].median() / ref['images_per_s'].median():.2f}x",
+            }
+        )
     return pd.DataFrame(rows), {"sigma": sigma, "seeds": len(ref)}
 
 
@@ -134,32 +161,44 @@ def verdict(table: pd.DataFrame, noise: dict) -> list[str]:
     lines = []
     for row in table[table["variant"] != REFERENCE].to_dict("records"):
         shift, band = row["Δ test vs fp32"], row["noise (2 SE)"]
-        lines.append(f"- {row['variant']}: mean test error {abs(shift):.2f} points {'lower' if shift < 0 else 'higher'} "
-                     f"than fp32, {'inside' if abs(shift) <= band else 'OUTSIDE'} the ±{band:.2f}-point noise band"
-                     + (f": no effect visible with {row['runs']} run(s) per variant; a shift smaller than the band "
-                        "would not show." if abs(shift) <= band else
-                        ": the option changes the result at this budget, or the seeds were unlucky; add seeds."))
+        lines.append(
+            f"- {row['variant']}: mean test error {abs(shift):.2f} points {'lower' if shift < 0 else 'higher'} "
+            f"than fp32, {'inside' if abs(shift) <= band else 'OUTSIDE'} the ±{band:.2f}-point noise band"
+            + (
+                f": no effect visible with {row['runs']} run(s) per variant; a shift smaller than the band "
+                "would not show."
+                if abs(shift) <= band
+                else ": the option changes the result at this budget, or the seeds were unlucky; add seeds."
+            )
+        )
     return lines
 
 
 def render(runs: pd.DataFrame, table: pd.DataFrame, noise: dict, profile: str, command: str) -> str:
     per_run = runs[["variant", "seed", "final_train_error", "final_test_error", "images_per_s", "wall_time_s"]].rename(
-        columns={"final_train_error": "train error", "final_test_error": "test error", "images_per_s": "img/s"})
+        columns={"final_train_error": "train error", "final_test_error": "test error", "images_per_s": "img/s"}
+    )
     per_run["wall time"] = per_run.pop("wall_time_s").map(format_duration)
     model = runs["model"].iloc[0]
     footer = provenance_footer(runs, profile=profile)
-    intro = (f"# Does a speed option change the result? ({model}, last-iterate errors in %)\n\n"
-             f"Each variant trains {model} on the same seeds as fp32 (same initialisation, data order and "
-             "augmentation draws). Rounding differences still grow during training until a variant's run is, "
-             "statistically, one more seed: the table compares mean errors, and "
-             "the noise band is two standard errors of that difference, from the fp32 seeds' standard deviation "
-             f"({noise['sigma']:.2f} points of test error over {noise['seeds']} seeds). Final training error is the "
-             "running mean of the last logging interval, noisier still. img/s is the median logged training rate "
-             "of each run as it trained (runs side by side with --jobs, each on its share of the cores); "
-             "`benchmarks/throughput.py --precision/--compile` measures speed properly. Generated by "
-             f"`{command}`.\n\n")
-    return (intro + render_markdown(table, title="Per option", footer="\n".join(verdict(table, noise)))
-            + "\n" + render_markdown(per_run, title="Per run", footer=footer))
+    intro = (
+        f"# Does a speed option change the result? ({model}, last-iterate errors in %)\n\n"
+        f"Each variant trains {model} on the same seeds as fp32 (same initialisation, data order and "
+        "augmentation draws). Rounding differences still grow during training until a variant's run is, "
+        "statistically, one more seed: the table compares mean errors, and "
+        "the noise band is two standard errors of that difference, from the fp32 seeds' standard deviation "
+        f"({noise['sigma']:.2f} points of test error over {noise['seeds']} seeds). Final training error is the "
+        "running mean of the last logging interval, noisier still. img/s is the median logged training rate "
+        "of each run as it trained (runs side by side with --jobs, each on its share of the cores); "
+        "`benchmarks/throughput.py --precision/--compile` measures speed properly. Generated by "
+        f"`{command}`.\n\n"
+    )
+    return (
+        intro
+        + render_markdown(table, title="Per option", footer="\n".join(verdict(table, noise)))
+        + "\n"
+        + render_markdown(per_run, title="Per run", footer=footer)
+    )
 
 
 def run(args) -> int:
@@ -173,8 +212,11 @@ def run(args) -> int:
         raise UserError(f"--seeds must be at least 1, got {args.seeds}")
     runs, unfinished = train_variants(args, variants)
     if runs is None:
-        print(f"numerics: stopped with {len(unfinished)} run(s) unfinished ({', '.join(unfinished)}); nothing written. "
-              "Run the same command again to continue.", flush=True)
+        print(
+            f"numerics: stopped with {len(unfinished)} run(s) unfinished ({', '.join(unfinished)}); nothing written. "
+            "Run the same command again to continue.",
+            flush=True,
+        )
         return 130
     table, noise = compare(runs)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -63,10 +63,29 @@ CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 EVAL_IMAGES = 256  # path 3 always evaluates its last iterate (untimed): a small test set keeps that short
 PROFILE_ITERS = 5
 CSV_COLUMNS = [
-    "model", "path", "images_per_s", "images_per_s_min", "images_per_s_max", "images_per_s_runs",
-    "vs_conventional", "vs_ours_plain", "mult_adds", "gflops", "gemm_gflops", "gemm_fraction",
-    "batch_size", "precision", "compile", "warmup_iters", "timed_iters", "repeats", "threads", "device", "other_cpu",
-    "commit", "date",
+    "model",
+    "path",
+    "images_per_s",
+    "images_per_s_min",
+    "images_per_s_max",
+    "images_per_s_runs",
+    "vs_conventional",
+    "vs_ours_plain",
+    "mult_adds",
+    "gflops",
+    "gemm_gflops",
+    "gemm_fraction",
+    "batch_size",
+    "precision",
+    "compile",
+    "warmup_iters",
+    "timed_iters",
+    "repeats",
+    "threads",
+    "device",
+    "other_cpu",
+    "commit",
+    "date",
 ]
 AUTOCAST = {"32-true": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}  # Lightning's names
 
@@ -91,17 +110,20 @@ class PILCifar(Dataset):
 
 def conventional_batches(arrays, batch_size: int, device: torch.device):
     """Endless (x, y) training batches from the pipeline most CIFAR-10 code uses."""
-    augment = transforms.Compose([
-        transforms.RandomCrop(32, padding=4),
-        transforms.RandomHorizontalFlip(),
-        transforms.ToTensor(),
-        transforms.Normalize(CIFAR_MEAN, CIFAR_STD),
-    ])
+    augment = transforms.Compose(
+        [
+            transforms.RandomCrop(32, padding=4),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize(CIFAR_MEAN, CIFAR_STD),
+        ]
+    )
     dataset = PILCifar(arrays.train_images, arrays.train_labels, augment)
     if len(dataset) < batch_size:
         raise UserError(f"--batch-size {batch_size} exceeds the {len(dataset)} training images")
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=2,
-                        pin_memory=device.type == "cuda")
+    loader = DataLoader(
+        dataset, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=2, pin_memory=device.type == "cuda"
+    )
     for _ in itertools.count():  # a new iterator (and new workers) per epoch, as a plain loop does
         for x, y in loader:
             yield x.to(device), y.to(device)
@@ -117,8 +139,9 @@ def our_batches(arrays, batch_size: int, iterations: int, device: torch.device):
         yield x, y
 
 
-def plain_loop(model: torch.nn.Module, batches, warmup: int, timed: int, batch_size: int, device,
-               precision: str = "32-true") -> float:
+def plain_loop(
+    model: torch.nn.Module, batches, warmup: int, timed: int, batch_size: int, device, precision: str = "32-true"
+) -> float:
     """Images/s of the training loop users write (SGD momentum 0.9, wd 1e-4), over the timed iterations."""
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "16-mixed")  # what Lightning's 16-mixed adds
@@ -152,9 +175,19 @@ class StampedDataModule(CIFAR10DataModule):
         return super().on_after_batch_transfer(batch, dataloader_idx)
 
 
-def lightning_run(model: str, arrays, warmup: int, timed: int, batch_size: int, device: torch.device,
-                  threads: int | None, run_dir: Path, marks: dict, precision: str = "32-true",
-                  compile: bool = False) -> None:
+def lightning_run(
+    model: str,
+    arrays,
+    warmup: int,
+    timed: int,
+    batch_size: int,
+    device: torch.device,
+    threads: int | None,
+    run_dir: Path,
+    marks: dict,
+    precision: str = "32-true",
+    compile: bool = False,
+) -> None:
     """`train()` as `resnet-repro train` calls it (W&B and the bar off), for warm-up + timed + 1 iterations.
 
     Iteration warmup+timed begins the untimed tail: the run's end, its checkpoint and its
@@ -163,14 +196,23 @@ def lightning_run(model: str, arrays, warmup: int, timed: int, batch_size: int, 
     iterations = warmup + timed + 1
     log_every = TrainSpec().log_every  # the default, so host syncs happen as often as in a user's run
     never = log_every * (iterations // log_every + 1)  # > iterations: no periodic eval or checkpoint
-    spec = TrainSpec(model=model, schedule=Schedule().scaled(iterations), batch_size=batch_size, seed=0,
-                     eval_every=never, checkpoint_every=never)
-    small_test = dataclasses.replace(arrays, test_images=arrays.test_images[:EVAL_IMAGES],
-                                     test_labels=arrays.test_labels[:EVAL_IMAGES])
-    dm = StampedDataModule(spec.data, batch_size=batch_size, max_iters=iterations, seed=spec.seed,
-                           arrays=small_test, marks=marks)
-    hardware = Hardware(accelerator="gpu" if device.type == "cuda" else "cpu", threads=threads, precision=precision,
-                        compile=compile)
+    spec = TrainSpec(
+        model=model,
+        schedule=Schedule().scaled(iterations),
+        batch_size=batch_size,
+        seed=0,
+        eval_every=never,
+        checkpoint_every=never,
+    )
+    small_test = dataclasses.replace(
+        arrays, test_images=arrays.test_images[:EVAL_IMAGES], test_labels=arrays.test_labels[:EVAL_IMAGES]
+    )
+    dm = StampedDataModule(
+        spec.data, batch_size=batch_size, max_iters=iterations, seed=spec.seed, arrays=small_test, marks=marks
+    )
+    hardware = Hardware(
+        accelerator="gpu" if device.type == "cuda" else "cpu", threads=threads, precision=precision, compile=compile
+    )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
         train(spec, RunOptions(run_dir=run_dir, wandb="off", progress=False), hardware, datamodule=dm)
@@ -181,10 +223,23 @@ def measure(path: str, model: str, arrays, args, device: torch.device, scratch: 
     warmup, timed, batch = args.warmup, args.iters[model], args.batch_size
     if path == "ours-lightning":
         stamps = {}
-        marks = {warmup: lambda: stamps.setdefault("start", _now(device)),
-                 warmup + timed: lambda: stamps.setdefault("stop", _now(device))}
-        lightning_run(model, arrays, warmup, timed, batch, device, args.threads, scratch / f"{model}-{repeat}", marks,
-                      args.precision, args.compile)
+        marks = {
+            warmup: lambda: stamps.setdefault("start", _now(device)),
+            warmup + timed: lambda: stamps.setdefault("stop", _now(device)),
+        }
+        lightning_run(
+            model,
+            arrays,
+            warmup,
+            timed,
+            batch,
+            device,
+            args.threads,
+            scratch / f"{model}-{repeat}",
+            marks,
+            args.precision,
+            args.compile,
+        )
         return timed * batch / (stamps["stop"] - stamps["start"])
     torch.manual_seed(0)
     net = build_model(model).to(device)
@@ -238,18 +293,30 @@ def profile(model: str, arrays, args, device: torch.device, scratch: Path) -> No
         stamps["stop"] = _now(device)
 
     print(f"{model}: profiling {PROFILE_ITERS} iterations of path 3 after {args.warmup} warm-up", flush=True)
-    lightning_run(model, arrays, args.warmup, PROFILE_ITERS, args.batch_size, device, args.threads,
-                  scratch / f"{model}-profile", {args.warmup: start, args.warmup + PROFILE_ITERS: stop},
-                  args.precision, args.compile)
+    lightning_run(
+        model,
+        arrays,
+        args.warmup,
+        PROFILE_ITERS,
+        args.batch_size,
+        device,
+        args.threads,
+        scratch / f"{model}-profile",
+        {args.warmup: start, args.warmup + PROFILE_ITERS: stop},
+        args.precision,
+        args.compile,
+    )
     averages = prof.key_averages()
     sort_by = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
     print(averages.table(sort_by=sort_by, row_limit=25))
     wall = stamps["stop"] - stamps["start"]
     in_ops = sum(event.self_cpu_time_total for event in averages) / 1e6
-    print(f"{model}: {wall / PROFILE_ITERS * 1e3:.1f} ms per iteration under the profiler; the main thread spent "
-          f"{in_ops / PROFILE_ITERS * 1e3:.1f} ms of it inside torch ops, so about "
-          f"{max(wall - in_ops, 0.0) / PROFILE_ITERS * 1e3:.1f} ms in Python (Lightning, our hooks, the loader)\n",
-          flush=True)
+    print(
+        f"{model}: {wall / PROFILE_ITERS * 1e3:.1f} ms per iteration under the profiler; the main thread spent "
+        f"{in_ops / PROFILE_ITERS * 1e3:.1f} ms of it inside torch ops, so about "
+        f"{max(wall - in_ops, 0.0) / PROFILE_ITERS * 1e3:.1f} ms in Python (Lightning, our hooks, the loader)\n",
+        flush=True,
+    )
 
 
 # --- records and rendering ------------------------------------------------------------------------
@@ -263,15 +330,29 @@ def summarise(raw: pd.DataFrame, gemm: list[float], mult_adds: dict[str, int], m
         values = runs["images_per_s"].tolist()
         median = statistics.median(values)
         gflops = 3 * mult_adds[model] * 2 * median / 1e9  # backward ~ 2x forward
-        rows.append({"model": model, "path": path, "images_per_s": median, "images_per_s_min": min(values),
-                     "images_per_s_max": max(values), "images_per_s_runs": ";".join(f"{v:.1f}" for v in values),
-                     "timed_iters": runs["timed_iters"].iloc[0], "mult_adds": mult_adds[model], "gflops": gflops,
-                     "gemm_gflops": gemm_median, "gemm_fraction": gflops / gemm_median, **meta})
+        rows.append(
+            {
+                "model": model,
+                "path": path,
+                "images_per_s": median,
+                "images_per_s_min": min(values),
+                "images_per_s_max": max(values),
+                "images_per_s_runs": ";".join(f"{v:.1f}" for v in values),
+                "timed_iters": runs["timed_iters"].iloc[0],
+                "mult_adds": mult_adds[model],
+                "gflops": gflops,
+                "gemm_gflops": gemm_median,
+                "gemm_fraction": gflops / gemm_median,
+                **meta,
+            }
+        )
     table = pd.DataFrame(rows)
     medians = table.set_index(["model", "path"])["images_per_s"]
     for column, base in (("vs_conventional", "conventional"), ("vs_ours_plain", "ours-plain")):
-        table[column] = [medians[m, p] / medians[m, base] if (m, base) in medians.index else float("nan")
-                         for m, p in zip(table["model"], table["path"])]
+        table[column] = [
+            medians[m, p] / medians[m, base] if (m, base) in medians.index else float("nan")
+            for m, p in zip(table["model"], table["path"])
+        ]
     return table[CSV_COLUMNS]
 
 
@@ -291,11 +372,23 @@ def render(table: pd.DataFrame, gemm: list[float], info: dict) -> str:
     ]
     for model, rows in table.groupby("model", sort=False):
         by_path = rows.set_index("path")
-        cells = [f"{by_path.images_per_s[p]:.1f} [{by_path.images_per_s_min[p]:.1f}–{by_path.images_per_s_max[p]:.1f}]"
-                 if p in by_path.index else "–" for p in PATHS]
+        cells = [
+            f"{by_path.images_per_s[p]:.1f} [{by_path.images_per_s_min[p]:.1f}–{by_path.images_per_s_max[p]:.1f}]"
+            if p in by_path.index
+            else "–"
+            for p in PATHS
+        ]
         ours = by_path.loc["ours-lightning"] if "ours-lightning" in by_path.index else None
-        tail = ([f"{ours.vs_conventional:.2f}x", f"{ours.vs_ours_plain:.2f}x", f"{ours.gflops:.1f}",
-                 f"{100 * ours.gemm_fraction:.0f}%"] if ours is not None else ["–"] * 4)
+        tail = (
+            [
+                f"{ours.vs_conventional:.2f}x",
+                f"{ours.vs_ours_plain:.2f}x",
+                f"{ours.gflops:.1f}",
+                f"{100 * ours.gemm_fraction:.0f}%",
+            ]
+            if ours is not None
+            else ["–"] * 4
+        )
         lines.append(f"| {model} | {rows.timed_iters.iloc[0]} | " + " | ".join(cells + tail) + " |")
     lines += [
         "",
@@ -303,9 +396,14 @@ def render(table: pd.DataFrame, gemm: list[float], info: dict) -> str:
         f"training measurements: median {statistics.median(gemm):.1f} GFLOP/s [{min(gemm):.1f}–{max(gemm):.1f}] "
         f"over {len(gemm)} products. Achieved GFLOP/s = 3 x forward multiply-adds x 2 x images/s "
         "(backward counted as twice the forward); forward multiply-adds per image: "
-        + ", ".join(f"{m} {v / 1e6:.1f}M" for m, v in dict(zip(table.model, table.mult_adds)).items()) + "."
-        + ("" if r.precision == "32-true" else " The GEMM stays fp32, so \"of GEMM\" compares reduced-precision "
-           "training with fp32 matrix speed (it can exceed 100%)."),
+        + ", ".join(f"{m} {v / 1e6:.1f}M" for m, v in dict(zip(table.model, table.mult_adds)).items())
+        + "."
+        + (
+            ""
+            if r.precision == "32-true"
+            else ' The GEMM stays fp32, so "of GEMM" compares reduced-precision '
+            "training with fp32 matrix speed (it can exceed 100%)."
+        ),
         "",
         "## What was measured",
         "",
@@ -333,8 +431,14 @@ def render(table: pd.DataFrame, gemm: list[float], info: dict) -> str:
         f"- date: {info['date']}; commit {info['commit']}",
         f"- hardware: {info['device_name']}; {info['cores']}",
         f"- torch threads: {info['threads']} (DataLoader workers use 1 each)",
-        *([f"- TF32 (torch defaults, left as they are): convolutions {torch.backends.cudnn.allow_tf32}, "
-           f"matmul and the GEMM {torch.backends.cuda.matmul.allow_tf32}"] if info["cuda"] else []),
+        *(
+            [
+                f"- TF32 (torch defaults, left as they are): convolutions {torch.backends.cudnn.allow_tf32}, "
+                f"matmul and the GEMM {torch.backends.cuda.matmul.allow_tf32}"
+            ]
+            if info["cuda"]
+            else []
+        ),
         f"- other processes used {100 * info['others']:.0f}% of the CPU during the run (load average at start "
         f"{info['load_start']}, at the end {info['load_end']} including this run)"
         + (": the machine was busy, these numbers are not representative" if info["busy"] else ""),
@@ -350,28 +454,51 @@ def render(table: pd.DataFrame, gemm: list[float], info: dict) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated CIFAR nets")
-    parser.add_argument("--repeats", type=int, default=None, help="measurements per path and model (default 3; --quick 1)")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed iterations before each measurement "
-                        "(default 3 on CPU, 20 on GPU; --quick 2)")
-    parser.add_argument("--iters", type=int, default=None, help="timed iterations per measurement (default per model: "
-                        "900/depth on CPU, 20000/depth on GPU, i.e. ~20-25 s each on 2 CPU cores; --quick: a quarter)")
-    parser.add_argument("--quick", action="store_true", help="1 repeat, a quarter of the iterations: a rough look in ~2 min")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="measurements per path and model (default 3; --quick 1)"
+    )
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=None,
+        help="untimed iterations before each measurement (default 3 on CPU, 20 on GPU; --quick 2)",
+    )
+    parser.add_argument(
+        "--iters",
+        type=int,
+        default=None,
+        help="timed iterations per measurement (default per model: "
+        "900/depth on CPU, 20000/depth on GPU, i.e. ~20-25 s each on 2 CPU cores; --quick: a quarter)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="1 repeat, a quarter of the iterations: a rough look in ~2 min"
+    )
     parser.add_argument("--batch-size", type=int, default=128, help="mini-batch (paper: 128)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads for all paths (default: torch's)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if available")
-    parser.add_argument("--data", default=None, help=f"CIFAR-10 source (default: ${DATA_ENV}, else {SHARED_CIFAR.resolve()})")
+    parser.add_argument(
+        "--data", default=None, help=f"CIFAR-10 source (default: ${DATA_ENV}, else {SHARED_CIFAR.resolve()})"
+    )
     parser.add_argument("--data-root", default=None, help="decoded-cache directory (default: ~/.cache/resnet-repro)")
-    parser.add_argument("--allow-partial", action="store_true", help="accept a source without all 60,000 images (tests)")
+    parser.add_argument(
+        "--allow-partial", action="store_true", help="accept a source without all 60,000 images (tests)"
+    )
     parser.add_argument("--gemm-size", type=int, default=4096, help="side of the reference fp32 GEMM")
     parser.add_argument("--out", type=Path, default=REPO / "results" / "benchmarks", help="where throughput.md/.csv go")
-    parser.add_argument("--precision", choices=list(AUTOCAST), default="32-true",
-                        help="autocast in all three paths, as `resnet-repro train --precision` (default: fp32)")
+    parser.add_argument(
+        "--precision",
+        choices=list(AUTOCAST),
+        default="32-true",
+        help="autocast in all three paths, as `resnet-repro train --precision` (default: fp32)",
+    )
     parser.add_argument("--compile", action="store_true", help="torch.compile the network in all three paths")
-    parser.add_argument("--profile", action="store_true",
-                        help="only profile path 3 (torch.profiler, top ops) for each model; writes no results")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="only profile path 3 (torch.profiler, top ops) for each model; writes no results",
+    )
     return parser
 
 
@@ -394,12 +521,15 @@ def _settings(args, device: torch.device) -> None:
         raise UserError("--models is empty: name at least one CIFAR net, e.g. resnet20")
     for model in args.models:
         if model_info(model).family != "cifar":  # UnknownModelError for a bad name
-            raise UserError(f"{model} is an ImageNet net: this benchmark trains CIFAR-10 nets (resnet20, resnet56, ...)")
+            raise UserError(
+                f"{model} is an ImageNet net: this benchmark trains CIFAR-10 nets (resnet20, resnet56, ...)"
+            )
     args.repeats = args.repeats if args.repeats is not None else (1 if args.quick else 3)
     args.warmup = args.warmup if args.warmup is not None else (2 if args.quick else 20 if gpu else 3)
     per_model = {m: round((20_000 if gpu else 900) / model_info(m).depth) for m in args.models}
-    args.iters = {m: args.iters if args.iters is not None else max(2, n // 4 if args.quick else n)
-                  for m, n in per_model.items()}
+    args.iters = {
+        m: args.iters if args.iters is not None else max(2, n // 4 if args.quick else n) for m, n in per_model.items()
+    }
     for name in ("repeats", "batch_size", "gemm_size"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
@@ -457,13 +587,23 @@ def measure_all(args, arrays, device: torch.device, scratch: Path) -> tuple[pd.D
     for model in args.models:
         for repeat in range(args.repeats):
             # Rotating the order spreads slow drifts (other jobs, heat) over all paths alike.
-            order = list(PATHS)[repeat % len(PATHS):] + list(PATHS)[:repeat % len(PATHS)]
+            order = list(PATHS)[repeat % len(PATHS) :] + list(PATHS)[: repeat % len(PATHS)]
             for path in order:
                 rate = measure(path, model, arrays, args, device, scratch, repeat)
-                raw.append({"model": model, "path": path, "repeat": repeat, "images_per_s": rate,
-                            "timed_iters": args.iters[model]})
-                print(f"{model:>10}  repeat {repeat + 1}/{args.repeats}  {path:<15} {rate:8.1f} img/s  "
-                      f"({args.iters[model]} timed iterations; {time.perf_counter() - started:4.0f} s so far)", flush=True)
+                raw.append(
+                    {
+                        "model": model,
+                        "path": path,
+                        "repeat": repeat,
+                        "images_per_s": rate,
+                        "timed_iters": args.iters[model],
+                    }
+                )
+                print(
+                    f"{model:>10}  repeat {repeat + 1}/{args.repeats}  {path:<15} {rate:8.1f} img/s  "
+                    f"({args.iters[model]} timed iterations; {time.perf_counter() - started:4.0f} s so far)",
+                    flush=True,
+                )
             gemm.append(gemm_gflops(args.gemm_size, device))
     return pd.DataFrame(raw), gemm  # repeat 0 runs the paths in PATHS order, so groups come out in it
 
@@ -475,8 +615,11 @@ def run(args) -> int:
         torch.set_num_threads(args.threads)
     cores = os.cpu_count() or 1
     load_start, cpu_start, wall_start = _load(), _cpu_seconds(), time.perf_counter()
-    print(f"throughput: torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}, "
-          f"load average {load_start} on {cores} cores", flush=True)
+    print(
+        f"throughput: torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}, "
+        f"load average {load_start} on {cores} cores",
+        flush=True,
+    )
     if load_start > 0.5 * cores:
         print("throughput: warning: the machine is busy; numbers will be low and noisy", flush=True)
     arrays = load_cifar10(_data_path(args.data), args.data_root, full=not args.allow_partial)
@@ -496,18 +639,40 @@ def run(args) -> int:
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU {_cpu_model()}"
     date = time.strftime("%Y-%m-%d %H:%M %Z")
     mult_adds = {m: count_multiply_adds(build_model(m), model_info(m).input_size) for m in args.models}
-    table = summarise(raw, gemm, mult_adds, {
-        "batch_size": args.batch_size, "precision": args.precision, "compile": args.compile,
-        "warmup_iters": args.warmup, "repeats": args.repeats,
-        "threads": torch.get_num_threads(), "device": device_name, "other_cpu": round(others, 3),
-        "commit": meta["commit"], "date": date})
+    table = summarise(
+        raw,
+        gemm,
+        mult_adds,
+        {
+            "batch_size": args.batch_size,
+            "precision": args.precision,
+            "compile": args.compile,
+            "warmup_iters": args.warmup,
+            "repeats": args.repeats,
+            "threads": torch.get_num_threads(),
+            "device": device_name,
+            "other_cpu": round(others, 3),
+            "commit": meta["commit"],
+            "date": date,
+        },
+    )
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
-    info = {**meta, "date": date, "device_name": device_name, "threads": torch.get_num_threads(),
-            "cores": f"{cores} logical cores ({usable} usable)", "load_start": load_start, "load_end": _load(),
-            "others": others, "busy": not others < 0.1, "gemm_size": args.gemm_size, "cuda": device.type == "cuda",
-            "command": "python benchmarks/throughput.py " + shlex.join(args.argv),
-            "data": f"{source.get('known') or source['path']} (sha256 {source['sha256'][:12]}, "
-                    f"{source['train']} training images)"}
+    info = {
+        **meta,
+        "date": date,
+        "device_name": device_name,
+        "threads": torch.get_num_threads(),
+        "cores": f"{cores} logical cores ({usable} usable)",
+        "load_start": load_start,
+        "load_end": _load(),
+        "others": others,
+        "busy": not others < 0.1,
+        "gemm_size": args.gemm_size,
+        "cuda": device.type == "cuda",
+        "command": "python benchmarks/throughput.py " + shlex.join(args.argv),
+        "data": f"{source.get('known') or source['path']} (sha256 {source['sha256'][:12]}, "
+        f"{source['train']} training images)",
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     stem = output_stem(args.precision, args.compile)
     table.to_csv(args.out / f"{stem}.csv", index=False, float_format="%.4g")
@@ -516,8 +681,11 @@ def run(args) -> int:
     print(text.split("\n## ")[0], flush=True)
     print(f"throughput: wrote {args.out / stem}.md and {stem}.csv", flush=True)
     if info["busy"]:
-        print(f"throughput: warning: other processes used {100 * others:.0f}% of the CPU meanwhile; "
-              "measure again on an idle machine", flush=True)
+        print(
+            f"throughput: warning: other processes used {100 * others:.0f}% of the CPU meanwhile; "
+            "measure again on an idle machine",
+            flush=True,
+        )
     return 0
 
 

@@ -12,7 +12,7 @@ from resnet_repro.experiment import Experiment
 EXPERIMENT = Experiment(
     id="fig1",
     caption="Training error (left) and test error (right) on CIFAR-10 with 20-layer and 56-layer plain networks. "
-            "The deeper network has higher training error, and thus test error.",
+    "The deeper network has higher training error, and thus test error.",
     models=("plain20", "plain56"),
     render="train_test",
 )

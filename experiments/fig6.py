@@ -13,10 +13,21 @@ from resnet_repro.experiment import Experiment, Panel
 EXPERIMENT = Experiment(
     id="fig6",
     caption="Training on CIFAR-10. Dashed lines denote training error, and bold lines denote testing error. "
-            "Left: plain networks. The error of plain-110 is higher than 60% and not displayed. "
-            "Middle: ResNets. Right: ResNets with 110 and 1202 layers.",
-    models=("plain20", "plain32", "plain44", "plain56", "plain110",
-            "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet1202"),
+    "Left: plain networks. The error of plain-110 is higher than 60% and not displayed. "
+    "Middle: ResNets. Right: ResNets with 110 and 1202 layers.",
+    models=(
+        "plain20",
+        "plain32",
+        "plain44",
+        "plain56",
+        "plain110",
+        "resnet20",
+        "resnet32",
+        "resnet44",
+        "resnet56",
+        "resnet110",
+        "resnet1202",
+    ),
     render="curves",
     panels=(
         Panel("plain", ("plain20", "plain32", "plain44", "plain56", "plain110")),

@@ -12,7 +12,7 @@ from resnet_repro.experiment import Experiment
 EXPERIMENT = Experiment(
     id="table6",
     caption="Classification error on the CIFAR-10 test set. All methods are with data augmentation. "
-            "For ResNet-110, we run it 5 times and show 'best (mean±std)'.",
+    "For ResNet-110, we run it 5 times and show 'best (mean±std)'.",
     models=("resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet1202"),
     render="table6",
     seeds={"resnet110": 5},

@@ -1,6 +1,6 @@
 """Every `# DEVIATION (paper: ...)` comment in the library, listed for the README.
 
-    python -m resnet_repro.deviations --write README.md
+python -m resnet_repro.deviations --write README.md
 """
 
 import re
@@ -20,7 +20,7 @@ def find_deviations(root: Path = PACKAGE) -> list[tuple[str, str, str]]:
             if not match:
                 continue
             ours = [match["ours"].strip()]
-            for follow in lines[i + 1:]:  # the comment may continue on the next lines
+            for follow in lines[i + 1 :]:  # the comment may continue on the next lines
                 stripped = follow.strip()
                 if not stripped.startswith("#") or "DEVIATION" in stripped:
                     break

@@ -55,19 +55,38 @@ class Profile:
 
 PROFILES = {
     "paper": Profile(
-        "paper", Schedule(), log_every=20, eval_every=500, checkpoint_every=2000,
-        purpose="the exact Sec. 4.2 protocol: 64k iterations, batch 128, lr /10 at 32k and 48k, warm-up for 110+ layers"),
+        "paper",
+        Schedule(),
+        log_every=20,
+        eval_every=500,
+        checkpoint_every=2000,
+        purpose="the exact Sec. 4.2 protocol: 64k iterations, batch 128, lr /10 at 32k and 48k, warm-up for 110+ layers",
+    ),
     # DEVIATION (paper: 64k iterations, every depth): a CPU-sized profile; its results are labelled "quick".
     "quick": Profile(
-        "quick", Schedule().scaled(2000), log_every=20, eval_every=200, checkpoint_every=200,
-        depths=(20, 56), max_seeds=1,
+        "quick",
+        Schedule().scaled(2000),
+        log_every=20,
+        eval_every=200,
+        checkpoint_every=200,
+        depths=(20, 56),
+        max_seeds=1,
         purpose="Sec. 4.2 scaled to 2,000 iterations (lr /10 at 1,000 and 1,500), one seed, 20 and 56 layers only: "
-                "sized for a 2-core CPU session; shows the plain-net degradation and plain vs residual at equal "
-                "depth, not the paper's final errors"),
+        "sized for a 2-core CPU session; shows the plain-net degradation and plain vs residual at equal "
+        "depth, not the paper's final errors",
+    ),
     "smoke": Profile(
-        "smoke", Schedule().scaled(6), log_every=3, eval_every=3, checkpoint_every=3, batch_size=8,
-        depths=(20, 56), max_seeds=1, full_data=False,
-        purpose="seconds, for tests: checks the plumbing, says nothing about the paper"),
+        "smoke",
+        Schedule().scaled(6),
+        log_every=3,
+        eval_every=3,
+        checkpoint_every=3,
+        batch_size=8,
+        depths=(20, 56),
+        max_seeds=1,
+        full_data=False,
+        purpose="seconds, for tests: checks the plumbing, says nothing about the paper",
+    ),
 }
 
 
@@ -88,9 +107,18 @@ def plan_runs(experiment: Experiment, profile: Profile, data: DataConfig = DataC
         if profile.max_seeds is not None:
             seeds = min(seeds, profile.max_seeds)
         for seed in range(seeds):
-            specs.append(TrainSpec(model=model, schedule=profile.schedule, batch_size=profile.batch_size, seed=seed,
-                                   data=data, log_every=profile.log_every, eval_every=profile.eval_every,
-                                   checkpoint_every=profile.checkpoint_every))
+            specs.append(
+                TrainSpec(
+                    model=model,
+                    schedule=profile.schedule,
+                    batch_size=profile.batch_size,
+                    seed=seed,
+                    data=data,
+                    log_every=profile.log_every,
+                    eval_every=profile.eval_every,
+                    checkpoint_every=profile.checkpoint_every,
+                )
+            )
     return specs
 
 

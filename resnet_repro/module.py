@@ -31,7 +31,10 @@ class ClassifierModule(pl.LightningModule):
         if self.spec.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         sched = self.spec.schedule
-        self.warmup = sched.warmup == "on" or (sched.warmup == "auto" and warmup_applies(model_info(self.spec.model).depth, model_info(self.spec.model).residual))
+        self.warmup = sched.warmup == "on" or (
+            sched.warmup == "auto"
+            and warmup_applies(model_info(self.spec.model).depth, model_info(self.spec.model).residual)
+        )
         self.warmup_ended_at: int | None = None  # iteration at which training error first fell below 80%
         self.last_train: dict[str, float] = {}
         self.last_eval: dict[str, float] = {}
@@ -46,8 +49,9 @@ class ClassifierModule(pl.LightningModule):
         # Sec. 4.2: weight decay 1e-4 and momentum 0.9, on all parameters.
         # DEVIATION (paper: Caffe SGD, v = m*v + lr*g): PyTorch applies lr after the momentum sum
         # (v = m*v + g; w -= lr*v); identical at constant lr, the step after each lr drop differs.
-        return torch.optim.SGD(self.parameters(), lr=self.lr_at(0), momentum=self.spec.momentum,
-                               weight_decay=self.spec.weight_decay)
+        return torch.optim.SGD(
+            self.parameters(), lr=self.lr_at(0), momentum=self.spec.momentum, weight_decay=self.spec.weight_decay
+        )
 
     def lr_at(self, iteration: int) -> float:
         s = self.spec.schedule
@@ -89,14 +93,20 @@ class ClassifierModule(pl.LightningModule):
     def _log_interval(self) -> None:
         """Running means over the interval (the paper's dashed curves), lr, throughput; one host sync."""
         reduce = self.trainer.strategy.reduce
-        sums = torch.stack([self._loss_sum.float(), self._wrong_sum.float(),
-                            torch.tensor(float(self._seen), device=self._loss_sum.device)])
+        sums = torch.stack(
+            [
+                self._loss_sum.float(),
+                self._wrong_sum.float(),
+                torch.tensor(float(self._seen), device=self._loss_sum.device),
+            ]
+        )
         loss_sum, wrong_sum, seen = reduce(sums, reduce_op="sum").tolist()
         iteration = self.global_step + 1
         if not math.isfinite(loss_sum):
             raise NonFiniteLossError(
                 f"training loss became {loss_sum / seen} before iteration {iteration}; "
-                "the last checkpoint holds the last finite state (try a lower --lr or enable warm-up)")
+                "the last checkpoint holds the last finite state (try a lower --lr or enable warm-up)"
+            )
         seconds = time.perf_counter() - self._interval_start - self._eval_seconds
         metrics = {
             "train/loss": loss_sum / seen,
@@ -127,9 +137,13 @@ class ClassifierModule(pl.LightningModule):
     def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         x, y, split = batch
         logits = self(x)
-        row = torch.stack([F.cross_entropy(logits, y, reduction="sum"),
-                           (logits.argmax(1) != y).sum().float(),
-                           torch.tensor(float(len(y)), device=y.device)])
+        row = torch.stack(
+            [
+                F.cross_entropy(logits, y, reduction="sum"),
+                (logits.argmax(1) != y).sum().float(),
+                torch.tensor(float(len(y)), device=y.device),
+            ]
+        )
         self._eval_sums[split] = self._eval_sums[split] + row if split in self._eval_sums else row
 
     def on_validation_epoch_end(self) -> None:
@@ -153,13 +167,16 @@ class ClassifierModule(pl.LightningModule):
         if not all(torch.isfinite(v).all() for v in checkpoint["state_dict"].values() if v.is_floating_point()):
             raise NonFiniteLossError(
                 f"weights became non-finite before iteration {self.global_step}; the last checkpoint holds "
-                "the last finite state (try a lower --lr or enable warm-up)")
+                "the last finite state (try a lower --lr or enable warm-up)"
+            )
         checkpoint["warmup_ended_at"] = self.warmup_ended_at
         checkpoint["last_train"] = self.last_train
         checkpoint["last_eval"] = self.last_eval
         # A Ctrl-C checkpoint can fall inside a logging interval: keep its running sums so the resumed run
         # logs the same running mean as an uninterrupted one.
-        checkpoint["running_sums"] = [s.item() if torch.is_tensor(s) else s for s in (self._loss_sum, self._wrong_sum, self._seen)]
+        checkpoint["running_sums"] = [
+            s.item() if torch.is_tensor(s) else s for s in (self._loss_sum, self._wrong_sum, self._seen)
+        ]
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.warmup_ended_at = checkpoint.get("warmup_ended_at")

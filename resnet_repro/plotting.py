@@ -77,8 +77,9 @@ def model_curve(curves: pd.DataFrame, model: str, metric: str, *, seed: int | No
     return rows.dropna(subset=[metric]).groupby("step")[metric].mean().sort_index()
 
 
-def off_scale_models(curves: pd.DataFrame, models, *, ymax: float = 20.0, metric: str = TEST,
-                     seed: int | None = None) -> dict[str, float]:
+def off_scale_models(
+    curves: pd.DataFrame, models, *, ymax: float = 20.0, metric: str = TEST, seed: int | None = None
+) -> dict[str, float]:
     """Models whose final `metric` lies above `ymax`, with that final value (e.g. plain-110 above 60%)."""
     ends = {}
     for model in dict.fromkeys(models):
@@ -123,8 +124,11 @@ def _new_figure(n_panels: int, footer: str, title: str | None = None):
     fig = Figure(figsize=(width, height))
     axes = fig.subplots(1, n_panels, squeeze=False)[0]
     fig.subplots_adjust(
-        left=0.6 / width, right=1 - 0.15 / width, wspace=0.28,
-        top=1 - title_height / height, bottom=(xlabel_height + footer_height) / height,
+        left=0.6 / width,
+        right=1 - 0.15 / width,
+        wspace=0.28,
+        top=1 - title_height / height,
+        bottom=(xlabel_height + footer_height) / height,
     )
     fig.text(0.01, 0.05 / height, wrapped, fontsize=FOOTER_FONTSIZE, ha="left", va="bottom")
     if title:
@@ -154,8 +158,17 @@ def _footer_text(curves, models, missing, seed, footer, styles: str) -> str:
     return "\n".join(lines)
 
 
-def plot_error_curves(curves: pd.DataFrame, panels, *, footer: str, ylim=(0, 20), xscale: float = 1e4,
-                      seed: int | None = None, labels: dict[str, str] | None = None, title: str | None = None) -> Figure:
+def plot_error_curves(
+    curves: pd.DataFrame,
+    panels,
+    *,
+    footer: str,
+    ylim=(0, 20),
+    xscale: float = 1e4,
+    seed: int | None = None,
+    labels: dict[str, str] | None = None,
+    title: str | None = None,
+) -> Figure:
     """Fig. 6 style: one panel per (title, [models]); dashed = training error, bold = test error.
 
     Args:
@@ -176,17 +189,26 @@ def plot_error_curves(curves: pd.DataFrame, panels, *, footer: str, ylim=(0, 20)
             label = (labels or {}).get(model, model_label(model))
             train = model_curve(curves, model, TRAIN, seed=seed)
             test = model_curve(curves, model, TEST, seed=seed)
-            ax.plot(train.index / xscale, train.to_numpy(), color=colour, **TRAIN_STYLE,
-                    label=None if len(test) else label)
+            ax.plot(
+                train.index / xscale, train.to_numpy(), color=colour, **TRAIN_STYLE, label=None if len(test) else label
+            )
             ax.plot(test.index / xscale, test.to_numpy(), color=colour, **TEST_STYLE, label=label)
         ax.set_title(title)
         _style_axes(ax, ylim=ylim, xscale=xscale, ylabel="error (%)")
     return fig
 
 
-def plot_train_test_panels(curves: pd.DataFrame, models, *, footer: str, ylim=(0, 20), xscale: float = 1e4,
-                           seed: int | None = None, labels: dict[str, str] | None = None,
-                           title: str | None = None) -> Figure:
+def plot_train_test_panels(
+    curves: pd.DataFrame,
+    models,
+    *,
+    footer: str,
+    ylim=(0, 20),
+    xscale: float = 1e4,
+    seed: int | None = None,
+    labels: dict[str, str] | None = None,
+    title: str | None = None,
+) -> Figure:
     """Fig. 1 style: training error (left) and test error (right) of `models`, labelled "20-layer" etc."""
     missing = missing_models(curves, models, seed=seed)
     text = _footer_text(curves, models, missing, seed, footer, "left: training error, right: test error")

@@ -29,8 +29,12 @@ def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame]:
         if metric not in curves.columns:
             curves[metric] = float("nan")
     # Lightning's `step` counts optimizer steps taken before the logging call: iteration = step + 1.
-    curves = curves.assign(step=curves["step"].astype(int) + 1, run_id=record["run_id"],
-                           model=record["spec"]["model"], seed=record["spec"]["seed"])
+    curves = curves.assign(
+        step=curves["step"].astype(int) + 1,
+        run_id=record["run_id"],
+        model=record["spec"]["model"],
+        seed=record["spec"]["seed"],
+    )
     return record, curves[["run_id", "model", "seed", "step", *METRICS]]
 
 
@@ -40,16 +44,26 @@ def summary_row(record: dict) -> dict:
     model = spec["model"]
     info = model_info(model)
     return {
-        "run_id": record["run_id"], "model": model, "family": info.family,
-        "depth": info.depth, "residual": info.residual,
-        "shortcut": spec.get("shortcut") or "A", "seed": spec["seed"], "params": record.get("params"),
+        "run_id": record["run_id"],
+        "model": model,
+        "family": info.family,
+        "depth": info.depth,
+        "residual": info.residual,
+        "shortcut": spec.get("shortcut") or "A",
+        "seed": spec["seed"],
+        "params": record.get("params"),
         "profile": record.get("profile", "custom"),
-        "max_iters": spec["schedule"]["max_iters"], "status": record.get("status"),
+        "max_iters": spec["schedule"]["max_iters"],
+        "status": record.get("status"),
         "iterations": record.get("iterations"),
-        "final_train_error": final.get("train/error"), "final_test_error": final.get("test/error"),
-        "final_test_loss": final.get("test/loss"), "final_val_error": final.get("val/error"),
-        "wall_time_s": record.get("wall_time_s"), "data_copy": data_copy(source),
-        "commit": record.get("commit"), "hardware": record.get("hardware"),
+        "final_train_error": final.get("train/error"),
+        "final_test_error": final.get("test/error"),
+        "final_test_loss": final.get("test/loss"),
+        "final_val_error": final.get("val/error"),
+        "wall_time_s": record.get("wall_time_s"),
+        "data_copy": data_copy(source),
+        "commit": record.get("commit"),
+        "hardware": record.get("hardware"),
         "warmup_end_iter": record.get("warmup_end_iter"),
     }
 
@@ -62,7 +76,9 @@ def data_copy(source: dict) -> str:
     return f"{label} sha256:{str(source.get('sha256', ''))[:8]}"
 
 
-def load_runs(runs_dir: Path, run_ids: list[str] | None = None, *, finished_only: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+def load_runs(
+    runs_dir: Path, run_ids: list[str] | None = None, *, finished_only: bool = True
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Summary and curves of the runs under `runs_dir` (optionally only `run_ids`)."""
     runs_dir = Path(runs_dir)
     dirs = sorted(p.parent for p in runs_dir.glob("*/run.json"))

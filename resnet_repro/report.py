@@ -41,8 +41,9 @@ def _xscale(profile: Profile) -> float:
     return 1e4 if iters >= 20_000 else 1e3 if iters >= 2_000 else 1.0
 
 
-def render_experiment(experiment: Experiment, profile: Profile, runs_dir: Path, results_dir: Path,
-                      wandb: str = "off") -> list[Path]:
+def render_experiment(
+    experiment: Experiment, profile: Profile, runs_dir: Path, results_dir: Path, wandb: str = "off"
+) -> list[Path]:
     """Write the artifact's files for `profile` from the finished runs under `runs_dir`; return them."""
     specs = plan_runs(experiment, profile)
     summary, curves = load_runs(runs_dir, [run_id(s) for s in specs])
@@ -72,31 +73,50 @@ def render_experiment(experiment: Experiment, profile: Profile, runs_dir: Path, 
         title = f"{experiment.id} ({profile.name} profile)"
         models = [m for m in experiment.models if m not in skipped]
         if experiment.render == "train_test":
-            fig = plotting.plot_train_test_panels(curves, models, footer=footer, ylim=ylim, labels=experiment.labels,
-                                                  xscale=_xscale(profile), title=title)
+            fig = plotting.plot_train_test_panels(
+                curves, models, footer=footer, ylim=ylim, labels=experiment.labels, xscale=_xscale(profile), title=title
+            )
         else:
             off = plotting.off_scale_models(curves, models, ymax=ylim[1])
             if off:  # as in the paper: "the error of plain-110 is higher than 60% and not displayed"
-                notes.append("not drawn, final test error above the axis: "
-                             + ", ".join(f"{plotting.model_label(m)} {e:.1f}%" for m, e in off.items()))
+                notes.append(
+                    "not drawn, final test error above the axis: "
+                    + ", ".join(f"{plotting.model_label(m)} {e:.1f}%" for m, e in off.items())
+                )
             panels = [(p.title, [m for m in p.models if m in models and m not in off]) for p in experiment.panels]
             panels = [p for p in panels if p[1]]  # a panel whose depths this profile does not run is left out
-            fig = plotting.plot_error_curves(curves, panels, footer=footer + ("\n" + "; ".join(notes) if notes else ""),
-                                             ylim=ylim, labels=experiment.labels, xscale=_xscale(profile),
-                                             title=title)
+            fig = plotting.plot_error_curves(
+                curves,
+                panels,
+                footer=footer + ("\n" + "; ".join(notes) if notes else ""),
+                ylim=ylim,
+                labels=experiment.labels,
+                xscale=_xscale(profile),
+                title=title,
+            )
         written += plotting.save_figure(fig, base)
         comparison = tables.depth_comparison(summary)
-        text = tables.render_markdown(comparison, title=f"{experiment.id}: final errors (%), last iterate",
-                                      footer=footer + "".join(f"\n\n- {n}" for n in notes + findings(summary, profile)))
+        text = tables.render_markdown(
+            comparison,
+            title=f"{experiment.id}: final errors (%), last iterate",
+            footer=footer + "".join(f"\n\n- {n}" for n in notes + findings(summary, profile)),
+        )
         base.with_suffix(".md").write_text(text)
         written.append(base.with_suffix(".md"))
     curves.to_csv(out / f"{experiment.id}-{profile.name}-curves.csv", index=False)
     summary.to_csv(out / f"{experiment.id}-{profile.name}-runs.csv", index=False)
     provenance = {
         "findings": findings(summary, profile),
-        "artifact": experiment.id, "profile": profile.name, "caption": experiment.caption,
-        "profile_purpose": profile.purpose, "runs": sorted(found), "missing_runs": missing, "skipped_models": skipped,
-        "footer": footer, "files": [p.name for p in written], "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "artifact": experiment.id,
+        "profile": profile.name,
+        "caption": experiment.caption,
+        "profile_purpose": profile.purpose,
+        "runs": sorted(found),
+        "missing_runs": missing,
+        "skipped_models": skipped,
+        "footer": footer,
+        "files": [p.name for p in written],
+        "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
     (out / f"{experiment.id}-{profile.name}-provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
     keep_records(runs_dir, sorted(found), results_dir / "runs")
@@ -124,37 +144,49 @@ def findings(summary: pd.DataFrame, profile: Profile) -> list[str]:
     if len(plain) >= 2:
         shallow, deep = plain.iloc[0], plain.iloc[-1]
         shown = deep["plain train error"] > shallow["plain train error"]
-        out.append(f"deeper plain net, higher training error (Fig. 1): {'shown' if shown else 'NOT shown'} - "
-                   f"plain-{deep['depth']:.0f} {deep['plain train error']:.1f}% vs plain-{shallow['depth']:.0f} "
-                   f"{shallow['plain train error']:.1f}% training error")
+        out.append(
+            f"deeper plain net, higher training error (Fig. 1): {'shown' if shown else 'NOT shown'} - "
+            f"plain-{deep['depth']:.0f} {deep['plain train error']:.1f}% vs plain-{shallow['depth']:.0f} "
+            f"{shallow['plain train error']:.1f}% training error"
+        )
     both = comparison[(comparison["plain seeds"] > 0) & (comparison["ResNet seeds"] > 0)]
     for _, row in both.iterrows():
         shown = row["ResNet train error"] < row["plain train error"]
-        out.append(f"ResNet-{row['depth']:.0f} trains better than plain-{row['depth']:.0f} (Fig. 6): {'shown' if shown else 'NOT shown'} - "
-                   f"{row['ResNet train error']:.1f}% vs {row['plain train error']:.1f}% training error, "
-                   f"{row['ResNet test error']:.1f}% vs {row['plain test error']:.1f}% test error")
+        out.append(
+            f"ResNet-{row['depth']:.0f} trains better than plain-{row['depth']:.0f} (Fig. 6): {'shown' if shown else 'NOT shown'} - "
+            f"{row['ResNet train error']:.1f}% vs {row['plain train error']:.1f}% training error, "
+            f"{row['ResNet test error']:.1f}% vs {row['plain test error']:.1f}% test error"
+        )
     res = comparison[comparison["ResNet seeds"] > 0]
     if len(res) >= 2:
         shallow, deep = res.iloc[0], res.iloc[-1]
         shown = deep["ResNet test error"] < shallow["ResNet test error"]
         caveat = "" if profile.name == "paper" or shown else " (a short budget favours shallow nets; see PITFALLS)"
-        out.append(f"deeper ResNet, lower test error (Fig. 6, Table 6): {'shown' if shown else 'NOT shown'}{caveat} - "
-                   f"ResNet-{deep['depth']:.0f} {deep['ResNet test error']:.1f}% vs ResNet-{shallow['depth']:.0f} "
-                   f"{shallow['ResNet test error']:.1f}%")
+        out.append(
+            f"deeper ResNet, lower test error (Fig. 6, Table 6): {'shown' if shown else 'NOT shown'}{caveat} - "
+            f"ResNet-{deep['depth']:.0f} {deep['ResNet test error']:.1f}% vs ResNet-{shallow['depth']:.0f} "
+            f"{shallow['ResNet test error']:.1f}%"
+        )
     return out
 
 
-def _log_to_wandb(experiment: Experiment, profile: Profile, written: list[Path], summary: pd.DataFrame, mode: str,
-                  runs_dir: Path) -> None:
+def _log_to_wandb(
+    experiment: Experiment, profile: Profile, written: list[Path], summary: pd.DataFrame, mode: str, runs_dir: Path
+) -> None:
     """Attach the rendered figure and table to the experiment's W&B run group."""
     import wandb
 
     from resnet_repro.training import wandb_offline
 
     offline = wandb_offline(mode)
-    run = wandb.init(project="resnet-repro", group=f"{experiment.id}-{profile.name}", job_type="report",
-                     name=f"{experiment.id}-{profile.name}-report", mode="offline" if offline else "online",
-                     dir=str(runs_dir))
+    run = wandb.init(
+        project="resnet-repro",
+        group=f"{experiment.id}-{profile.name}",
+        job_type="report",
+        name=f"{experiment.id}-{profile.name}-report",
+        mode="offline" if offline else "online",
+        dir=str(runs_dir),
+    )
     for path in written:
         if path.suffix == ".png":
             run.log({experiment.id: wandb.Image(str(path), caption=experiment.caption)})
@@ -169,15 +201,26 @@ def write_results_index(results_dir: Path) -> Path:
         p = json.loads(path.read_text())
         folder = path.parent.name
         files = ", ".join(f"[{f}]({folder}/{f})" for f in p["files"])
-        lines = [f"## {p['artifact']} ({p['profile']} profile)", "", f"> {p['caption']}", "",
-                 f"- files: {files}", f"- profile: {p['profile_purpose']}", f"- provenance: {p['footer']}",
-                 f"- runs: {len(p['runs'])} finished" + (f"; not finished: {', '.join(p['missing_runs'])}" if p["missing_runs"] else "")]
+        lines = [
+            f"## {p['artifact']} ({p['profile']} profile)",
+            "",
+            f"> {p['caption']}",
+            "",
+            f"- files: {files}",
+            f"- profile: {p['profile_purpose']}",
+            f"- provenance: {p['footer']}",
+            f"- runs: {len(p['runs'])} finished"
+            + (f"; not finished: {', '.join(p['missing_runs'])}" if p["missing_runs"] else ""),
+        ]
         if p["skipped_models"]:
             lines.append(f"- not run in this profile: {', '.join(p['skipped_models'])}")
         lines += [f"- finding: {f}" for f in p.get("findings", [])]
         sections.append("\n".join(lines) + "\n")
-    other = sorted(d.name for d in results_dir.iterdir()
-                   if d.is_dir() and d.name != "runs" and not list(d.glob("*-provenance.json")))
+    other = sorted(
+        d.name
+        for d in results_dir.iterdir()
+        if d.is_dir() and d.name != "runs" and not list(d.glob("*-provenance.json"))
+    )
     if other:
         lines = []
         for d in other:

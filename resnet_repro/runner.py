@@ -31,7 +31,9 @@ def load_experiment(artifact: str) -> Experiment:
     """The EXPERIMENT declared by experiments/<artifact>.py."""
     path = EXPERIMENTS_DIR / f"{artifact}.py"
     if not path.exists():
-        raise UserError(f"unknown artifact {artifact!r}: choose one of {', '.join(list_experiments()) or '(none found in ' + str(EXPERIMENTS_DIR) + ')'}")
+        raise UserError(
+            f"unknown artifact {artifact!r}: choose one of {', '.join(list_experiments()) or '(none found in ' + str(EXPERIMENTS_DIR) + ')'}"
+        )
     spec = importlib.util.spec_from_file_location(f"resnet_repro_experiments.{artifact}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -70,8 +72,10 @@ def check_cached(run_dir: Path, spec: TrainSpec, data_sha256: str, hardware) -> 
 
     changed = differences(json.loads((run_dir / "run.json").read_text()), spec, data_sha256, hardware)
     if changed:
-        raise UserError(f"{run_dir} was trained with other settings ({', '.join(changed)}); "
-                        "use another --runs-dir, or --force to retrain")
+        raise UserError(
+            f"{run_dir} was trained with other settings ({', '.join(changed)}); "
+            "use another --runs-dir, or --force to retrain"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,7 +99,9 @@ def pending_runs(specs: list[TrainSpec], runs_dir: Path, hardware, *, force: boo
             if data_sha256 is None:  # the copy this invocation would train on (a cache hit: well under a second)
                 from resnet_repro.data.sources import load_cifar10
 
-                data_sha256 = load_cifar10(spec.data.data, spec.data.root, full=spec.data.full, progress=False).source["sha256"]
+                data_sha256 = load_cifar10(spec.data.data, spec.data.root, full=spec.data.full, progress=False).source[
+                    "sha256"
+                ]
             check_cached(run_dir, spec, data_sha256, hardware)
             print(f"{run_dir}: finished earlier, not retrained (--force retrains)")
             continue
@@ -126,27 +132,60 @@ def train_runs(todo: list[PendingRun], options: dict, jobs: int = 1) -> list[dic
     share = max(1, (os.cpu_count() or 1) // jobs)
     options = {**options, "progress": False}  # one bar per process would garble the terminal
     with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-        futures = [pool.submit(_train_one, run.spec, run.run_dir, run.resume, options,
-                               dataclasses.replace(run.hardware, threads=run.hardware.threads or share))
-                   for run in todo]
+        futures = [
+            pool.submit(
+                _train_one,
+                run.spec,
+                run.run_dir,
+                run.resume,
+                options,
+                dataclasses.replace(run.hardware, threads=run.hardware.threads or share),
+            )
+            for run in todo
+        ]
         for future in as_completed(futures):
             record = future.result()
             test_error = record["final"].get("test/error") if record["status"] == "finished" else None
-            print(f"{record['run_id']}: {record['status']}"
-                  + (f", test error {test_error:.2f}%" if test_error is not None else
-                     f" at iteration {record['iterations']}" if "iterations" in record else ""), flush=True)
+            print(
+                f"{record['run_id']}: {record['status']}"
+                + (
+                    f", test error {test_error:.2f}%"
+                    if test_error is not None
+                    else f" at iteration {record['iterations']}"
+                    if "iterations" in record
+                    else ""
+                ),
+                flush=True,
+            )
     return [future.result() for future in futures]
 
 
-def run_experiment(experiment: Experiment, profile: Profile, *, runs_dir: Path, data: DataConfig, hardware,
-                   only: str | None = None, force: bool = False, jobs: int = 1, wandb: str = "on",
-                   progress: bool = True, deadline: float | None = None) -> list[dict]:
+def run_experiment(
+    experiment: Experiment,
+    profile: Profile,
+    *,
+    runs_dir: Path,
+    data: DataConfig,
+    hardware,
+    only: str | None = None,
+    force: bool = False,
+    jobs: int = 1,
+    wandb: str = "on",
+    progress: bool = True,
+    deadline: float | None = None,
+) -> list[dict]:
     """Train what is not trained yet (resuming interrupted runs); by `deadline` (time.time()), checkpoint and stop."""
     specs = select_runs(plan_runs(experiment, profile, data), only)
     todo = pending_runs(specs, runs_dir, hardware, force=force)
-    print(f"{experiment.id} ({profile.name}): {len(specs)} runs, {len(todo)} to train"
-          + (f", {jobs} at a time" if jobs > 1 and len(todo) > 1 else ""))
-    options = {"wandb": wandb, "group": f"{experiment.id}-{profile.name}", "progress": progress,
-               "extra_meta": {"profile": profile.name}, "deadline": deadline}
+    print(
+        f"{experiment.id} ({profile.name}): {len(specs)} runs, {len(todo)} to train"
+        + (f", {jobs} at a time" if jobs > 1 and len(todo) > 1 else "")
+    )
+    options = {
+        "wandb": wandb,
+        "group": f"{experiment.id}-{profile.name}",
+        "progress": progress,
+        "extra_meta": {"profile": profile.name},
+        "deadline": deadline,
+    }
     return train_runs(todo, options, jobs)
-

@@ -49,12 +49,16 @@ class TrainSpec:
             raise UserError(f"--lr must be positive, got {s.lr}")
         increasing = all(a < b for a, b in zip(s.milestones, s.milestones[1:]))
         if not increasing or any(m <= 0 or m >= s.max_iters for m in s.milestones):
-            raise UserError(f"--milestones {','.join(map(str, s.milestones))} must increase and lie strictly between 0 and --iterations {s.max_iters}")
+            raise UserError(
+                f"--milestones {','.join(map(str, s.milestones))} must increase and lie strictly between 0 and --iterations {s.max_iters}"
+            )
         from resnet_repro.models import model_info  # deferred: models import nothing from here
 
         if model_info(self.model).family != "cifar":
-            raise UserError(f"{self.model} is an ImageNet net; CIFAR-10 training takes the 6n+2 nets "
-                            "(resnet20, plain56, resnet110, ...; see `resnet-repro models --family cifar`)")
+            raise UserError(
+                f"{self.model} is an ImageNet net; CIFAR-10 training takes the 6n+2 nets "
+                "(resnet20, plain56, resnet110, ...; see `resnet-repro models --family cifar`)"
+            )
         if s.warmup not in ("auto", "on", "off"):
             raise UserError(f"--warmup must be auto, on or off, got {s.warmup!r}")
         if self.batch_size <= 0:
@@ -64,7 +68,9 @@ class TrainSpec:
                 raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         if self.checkpoint_every % self.log_every:
             # A checkpoint is only written after the loss check of its own step (see module.py).
-            raise UserError(f"--checkpoint-every {self.checkpoint_every} must be a multiple of --log-every {self.log_every}")
+            raise UserError(
+                f"--checkpoint-every {self.checkpoint_every} must be a multiple of --log-every {self.log_every}"
+            )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -79,7 +85,13 @@ class TrainSpec:
 
 # Fields that say where data lives or how memory is laid out, not what is computed: they do not
 # enter a run's identity, so the same run found under another data path is not trained again.
-_NOT_IDENTITY = {("data", "data"), ("data", "root"), ("data", "eval_batch_size"), ("checkpoint_every",), ("channels_last",)}
+_NOT_IDENTITY = {
+    ("data", "data"),
+    ("data", "root"),
+    ("data", "eval_batch_size"),
+    ("checkpoint_every",),
+    ("channels_last",),
+}
 
 
 def spec_digest(spec: TrainSpec) -> str:

@@ -160,9 +160,7 @@ def _cell(value) -> str:
 
 def render_markdown(df: pd.DataFrame, *, title: str, footer: str) -> str:
     """`df` as a markdown table under a `## title` heading, with `footer` as a paragraph below it."""
-    numeric = [
-        pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in df.columns
-    ]
+    numeric = [pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in df.columns]
     header = "| " + " | ".join(_cell(str(c)) for c in df.columns) + " |"
     rule = "|" + "|".join("---:" if n else "---" for n in numeric) + "|"
     body = ["| " + " | ".join(_cell(v) for v in row) + " |" for row in df.itertuples(index=False)]

@@ -136,10 +136,19 @@ def provenance() -> dict:
     import torchvision
 
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, cwd=Path(__file__).parent).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short=10", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+        ).stdout.strip()
         commit += "+dirty" if dirty else ""
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown"
@@ -147,8 +156,15 @@ def provenance() -> dict:
         hardware = f"{torch.cuda.device_count()}x {torch.cuda.get_device_name(0)}"
     else:
         hardware = f"CPU: {os.cpu_count()} cores ({platform.machine()}), {torch.get_num_threads()} torch threads"
-    return {"commit": commit, "hardware": hardware, "python": platform.python_version(), "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "lightning": lightning.__version__, "host": platform.node()}
+    return {
+        "commit": commit,
+        "hardware": hardware,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "lightning": lightning.__version__,
+        "host": platform.node(),
+    }
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -180,9 +196,15 @@ def _wandb_logger(spec: TrainSpec, options: RunOptions):
     offline = wandb_offline(options.wandb)
     if wandb.run is not None:  # a run left open in this process would swallow this one's logs
         wandb.finish()
-    return WandbLogger(project=options.wandb_project, group=options.group, name=options.run_dir.name,
-                       save_dir=str(options.run_dir), offline=offline, config=spec.to_dict(),
-                       job_type="train")
+    return WandbLogger(
+        project=options.wandb_project,
+        group=options.group,
+        name=options.run_dir.name,
+        save_dir=str(options.run_dir),
+        offline=offline,
+        config=spec.to_dict(),
+        job_type="train",
+    )
 
 
 def train(spec: TrainSpec, options: RunOptions, hardware: Hardware = Hardware(), datamodule=None) -> dict:
@@ -198,7 +220,9 @@ def train(spec: TrainSpec, options: RunOptions, hardware: Hardware = Hardware(),
         torch.set_num_threads(hardware.threads)
     pl.seed_everything(spec.seed, workers=True, verbose=False)
     module = ClassifierModule(spec)  # unknown model names fail here, before anything is written
-    dm = datamodule or CIFAR10DataModule(spec.data, batch_size=spec.batch_size, max_iters=spec.schedule.max_iters, seed=spec.seed)
+    dm = datamodule or CIFAR10DataModule(
+        spec.data, batch_size=spec.batch_size, max_iters=spec.schedule.max_iters, seed=spec.seed
+    )
     dm.prepare_data()
     dm.setup("fit")  # data errors surface here, before the run directory exists
 
@@ -211,14 +235,18 @@ def train(spec: TrainSpec, options: RunOptions, hardware: Hardware = Hardware(),
     previous = json.loads(record_path.read_text()) if options.resume and record_path.exists() else {}
     changed = differences(previous, spec, dm.source.get("sha256"), hardware) if previous else []
     if changed:
-        raise UserError(f"{run_dir} was started with other settings ({', '.join(changed)}); resume with the same flags and --data")
+        raise UserError(
+            f"{run_dir} was started with other settings ({', '.join(changed)}); resume with the same flags and --data"
+        )
     # Under DDP the launcher re-runs this function in every process (torchrun, SLURM, or Lightning's own
     # launcher starting ranks 1.. from inside fit): only global rank 0 checks and writes the run's files.
     is_zero = rank_zero_only.rank == 0
     if is_zero and not options.resume and record_path.exists():
         raise UserError(f"{run_dir} already holds a run: pass --resume to continue it or choose another --out")
 
-    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=spec.checkpoint_every)
+    checkpoint = ModelCheckpoint(
+        dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=spec.checkpoint_every
+    )
     interrupt = _StopOnInterrupt(checkpoint, options.deadline)
     loggers = [CSVLogger(save_dir=run_dir, name="", version="")]
     wandb_logger = _wandb_logger(spec, options)
@@ -228,13 +256,25 @@ def train(spec: TrainSpec, options: RunOptions, hardware: Hardware = Hardware(),
     # without a GPU, a --strategy typo) give a one-line error and leave no half-made run behind.
     try:
         trainer = pl.Trainer(
-            max_steps=spec.schedule.max_iters, max_epochs=-1, val_check_interval=spec.eval_every,
-            check_val_every_n_epoch=None, log_every_n_steps=spec.log_every, num_sanity_val_steps=0,
-            accelerator=hardware.accelerator, devices=_devices(hardware.devices), num_nodes=hardware.num_nodes,
-            strategy=hardware.strategy, precision=hardware.precision, deterministic=hardware.deterministic,
-            logger=loggers, callbacks=[checkpoint, interrupt, *([_IterationBar()] if options.progress else [])],
-            enable_progress_bar=options.progress, enable_model_summary=False, use_distributed_sampler=False,
-            default_root_dir=run_dir, benchmark=not hardware.deterministic,  # cuDNN autotuning: shapes are fixed
+            max_steps=spec.schedule.max_iters,
+            max_epochs=-1,
+            val_check_interval=spec.eval_every,
+            check_val_every_n_epoch=None,
+            log_every_n_steps=spec.log_every,
+            num_sanity_val_steps=0,
+            accelerator=hardware.accelerator,
+            devices=_devices(hardware.devices),
+            num_nodes=hardware.num_nodes,
+            strategy=hardware.strategy,
+            precision=hardware.precision,
+            deterministic=hardware.deterministic,
+            logger=loggers,
+            callbacks=[checkpoint, interrupt, *([_IterationBar()] if options.progress else [])],
+            enable_progress_bar=options.progress,
+            enable_model_summary=False,
+            use_distributed_sampler=False,
+            default_root_dir=run_dir,
+            benchmark=not hardware.deterministic,  # cuDNN autotuning: shapes are fixed
         )
     except (MisconfigurationException, ValueError, TypeError, ImportError) as exc:  # ImportError: tpu without torch_xla
         flags = f"--accelerator {hardware.accelerator} --devices {hardware.devices} --strategy {hardware.strategy}"
@@ -243,8 +283,13 @@ def train(spec: TrainSpec, options: RunOptions, hardware: Hardware = Hardware(),
     run_dir.mkdir(parents=True, exist_ok=True)
 
     record = {
-        "run_id": run_dir.name, "status": "running", "spec": spec.to_dict(), **(options.extra_meta or {}),
-        "hardware_flags": dataclasses.asdict(hardware), "data_source": dm.source, **provenance(),
+        "run_id": run_dir.name,
+        "status": "running",
+        "spec": spec.to_dict(),
+        **(options.extra_meta or {}),
+        "hardware_flags": dataclasses.asdict(hardware),
+        "data_source": dm.source,
+        **provenance(),
         "params": count_parameters(module.model),
         "val_indices": None if dm.val_indices is None else dm.val_indices.tolist(),
         "started": previous.get("started", time.strftime("%Y-%m-%dT%H:%M:%S%z")),
@@ -295,12 +340,18 @@ def train(spec: TrainSpec, options: RunOptions, hardware: Hardware = Hardware(),
         record["hardware"] += f"; {trainer.world_size} processes ({hardware.strategy}, {trainer.num_nodes} node(s))"
     record.update(
         world_size=trainer.world_size,
-        status="interrupted" if interrupt.interrupted else "finished", iterations=trainer.global_step,
+        status="interrupted" if interrupt.interrupted else "finished",
+        iterations=trainer.global_step,
         # Under DDP a rank may learn of the stop from another rank's flag: then it was the shared deadline or Ctrl-C.
         stopped_by=(interrupt.reason or ("time limit" if options.deadline is not None else "ctrl-c"))
-        if interrupt.interrupted else None,
-        warmup=module.warmup, warmup_end_iter=module.warmup_ended_at,
-        final={**{k: v for k, v in module.last_train.items()}, **{k: v for k, v in module.last_eval.items() if k != "step"}},
+        if interrupt.interrupted
+        else None,
+        warmup=module.warmup,
+        warmup_end_iter=module.warmup_ended_at,
+        final={
+            **{k: v for k, v in module.last_train.items()},
+            **{k: v for k, v in module.last_eval.items() if k != "step"},
+        },
         finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
     if trainer.is_global_zero:

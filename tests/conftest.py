@@ -65,8 +65,10 @@ def shared_cifar_path() -> Path:
     """The real CIFAR-10 JPEG copy in ../shared/datasets, or a skip saying where it was looked for."""
     path = SHARED_CIFAR.resolve()
     if not path.is_file():
-        pytest.skip(f"shared CIFAR-10 copy not present at {path}: "
-                    "real-data tests need cifar10-jpg.tar.gz (see ../shared/datasets/README.md)")
+        pytest.skip(
+            f"shared CIFAR-10 copy not present at {path}: "
+            "real-data tests need cifar10-jpg.tar.gz (see ../shared/datasets/README.md)"
+        )
     return path
 
 

@@ -23,9 +23,25 @@ def throughput():
 @pytest.fixture
 def tiny_args(tiny_cifar_archive, cifar_cache_root):
     """Flags for a run of seconds: resnet8, batch 16, 1 warm-up + 2 timed iterations, one thread."""
-    return ["--models", "resnet8", "--batch-size", "16", "--warmup", "1", "--iters", "2", "--threads", "1",
-            "--device", "cpu", "--data", str(tiny_cifar_archive), "--data-root", str(cifar_cache_root),
-            "--allow-partial"]
+    return [
+        "--models",
+        "resnet8",
+        "--batch-size",
+        "16",
+        "--warmup",
+        "1",
+        "--iters",
+        "2",
+        "--threads",
+        "1",
+        "--device",
+        "cpu",
+        "--data",
+        str(tiny_cifar_archive),
+        "--data-root",
+        str(cifar_cache_root),
+        "--allow-partial",
+    ]
 
 
 def test_throughput_main_writes_md_and_csv(throughput, tiny_args, tmp_path, capsys):
@@ -45,11 +61,17 @@ def test_throughput_main_writes_md_and_csv(throughput, tiny_args, tmp_path, caps
 
 
 def test_throughput_bf16_autocasts_every_path_and_writes_its_own_files(throughput, tiny_args, tmp_path):
-    assert throughput.main([*tiny_args, "--repeats", "1", "--gemm-size", "64", "--precision", "bf16-mixed",
-                            "--out", str(tmp_path)]) == 0
+    assert (
+        throughput.main(
+            [*tiny_args, "--repeats", "1", "--gemm-size", "64", "--precision", "bf16-mixed", "--out", str(tmp_path)]
+        )
+        == 0
+    )
     assert not (tmp_path / "throughput.csv").exists()  # the fp32 figures are not overwritten
     table = pd.read_csv(tmp_path / "throughput-bf16-mixed.csv")
-    assert (table["precision"] == "bf16-mixed").all() and (~table["compile"]).all() and (table["images_per_s"] > 0).all()
+    assert (
+        (table["precision"] == "bf16-mixed").all() and (~table["compile"]).all() and (table["images_per_s"] > 0).all()
+    )
     md = (tmp_path / "throughput-bf16-mixed.md").read_text()
     assert "batch 16, bf16-mixed, on CPU" in md and "The GEMM stays fp32" in md
 
@@ -70,15 +92,34 @@ def test_throughput_output_names_say_the_numerics(throughput):
 
 
 def test_throughput_summary_ratios_are_ratios_of_medians(throughput):
-    raw = pd.DataFrame([
-        {"model": "resnet20", "path": path, "repeat": r, "images_per_s": rate, "timed_iters": 50}
-        for path, rates in (("conventional", [100, 90, 110]), ("ours-plain", [150, 160, 140]),
-                            ("ours-lightning", [144, 120, 150]))
-        for r, rate in enumerate(rates)
-    ])
-    table = throughput.summarise(raw, [150.0, 170.0, 160.0], {"resnet20": 40_000_000}, {
-        "batch_size": 128, "precision": "32-true", "compile": False, "warmup_iters": 3, "repeats": 3, "threads": 2, "device": "cpu", "other_cpu": 0.0,
-        "commit": "abc", "date": "today"})
+    raw = pd.DataFrame(
+        [
+            {"model": "resnet20", "path": path, "repeat": r, "images_per_s": rate, "timed_iters": 50}
+            for path, rates in (
+                ("conventional", [100, 90, 110]),
+                ("ours-plain", [150, 160, 140]),
+                ("ours-lightning", [144, 120, 150]),
+            )
+            for r, rate in enumerate(rates)
+        ]
+    )
+    table = throughput.summarise(
+        raw,
+        [150.0, 170.0, 160.0],
+        {"resnet20": 40_000_000},
+        {
+            "batch_size": 128,
+            "precision": "32-true",
+            "compile": False,
+            "warmup_iters": 3,
+            "repeats": 3,
+            "threads": 2,
+            "device": "cpu",
+            "other_cpu": 0.0,
+            "commit": "abc",
+            "date": "today",
+        },
+    )
     ours = table.set_index("path").loc["ours-lightning"]
     assert (ours.images_per_s, ours.images_per_s_min, ours.images_per_s_max) == (144, 120, 150)
     assert ours.vs_conventional == pytest.approx(1.44) and ours.vs_ours_plain == pytest.approx(0.96)
@@ -110,14 +151,38 @@ def numerics():
     return module
 
 
-def test_numerics_smoke_trains_each_variant_on_the_same_seeds_and_reuses_them(numerics, tiny_cifar_archive,
-                                                                             cifar_cache_root, tmp_path, capsys):
-    args = ["--profile", "smoke", "--variants", "bf16-mixed", "--seeds", "2", "--jobs", "1", "--threads", "1",
-            "--data", str(tiny_cifar_archive), "--data-root", str(cifar_cache_root), "--allow-partial",
-            "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]
+def test_numerics_smoke_trains_each_variant_on_the_same_seeds_and_reuses_them(
+    numerics, tiny_cifar_archive, cifar_cache_root, tmp_path, capsys
+):
+    args = [
+        "--profile",
+        "smoke",
+        "--variants",
+        "bf16-mixed",
+        "--seeds",
+        "2",
+        "--jobs",
+        "1",
+        "--threads",
+        "1",
+        "--data",
+        str(tiny_cifar_archive),
+        "--data-root",
+        str(cifar_cache_root),
+        "--allow-partial",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--out",
+        str(tmp_path / "out"),
+    ]
     assert numerics.main(args) == 0
     runs = pd.read_csv(tmp_path / "out" / "numerics.csv")
-    assert sorted(zip(runs["variant"], runs["seed"])) == [("bf16-mixed", 0), ("bf16-mixed", 1), ("fp32", 0), ("fp32", 1)]
+    assert sorted(zip(runs["variant"], runs["seed"])) == [
+        ("bf16-mixed", 0),
+        ("bf16-mixed", 1),
+        ("fp32", 0),
+        ("fp32", 1),
+    ]
     assert (runs["status"] == "finished").all() and (runs["images_per_s"] > 0).all()
     # fp32 runs share the artifacts' run cache; each other variant has its own, with its precision recorded
     records = {p.parent.parent.name: json.loads(p.read_text()) for p in (tmp_path / "runs").glob("**/run.json")}
@@ -131,15 +196,17 @@ def test_numerics_smoke_trains_each_variant_on_the_same_seeds_and_reuses_them(nu
 
 
 def test_numerics_compares_means_against_a_noise_band_from_the_fp32_seeds(numerics):
-    runs = pd.DataFrame({
-        "variant": ["fp32"] * 2 + ["bf16-mixed"] * 2 + ["compile"] * 2,
-        "final_test_error": [10.0, 12.0, 10.5, 11.7, 14.0, 15.0],
-        "final_train_error": [5.0, 7.0, 6.0, 6.0, 9.0, 9.0],
-        "images_per_s": [100.0, 100.0, 150.0, 170.0, 90.0, 90.0],
-    })
+    runs = pd.DataFrame(
+        {
+            "variant": ["fp32"] * 2 + ["bf16-mixed"] * 2 + ["compile"] * 2,
+            "final_test_error": [10.0, 12.0, 10.5, 11.7, 14.0, 15.0],
+            "final_train_error": [5.0, 7.0, 6.0, 6.0, 9.0, 9.0],
+            "images_per_s": [100.0, 100.0, 150.0, 170.0, 90.0, 90.0],
+        }
+    )
     table, noise = numerics.compare(runs)
     rows = table.set_index("variant")
-    sigma = 2 ** 0.5  # std (ddof=1) of 10 and 12
+    sigma = 2**0.5  # std (ddof=1) of 10 and 12
     assert noise == {"sigma": pytest.approx(sigma), "seeds": 2}
     assert rows.loc["bf16-mixed", "Δ test vs fp32"] == pytest.approx(0.1)
     assert rows.loc["bf16-mixed", "noise (2 SE)"] == pytest.approx(2 * sigma)  # 2 * sigma * sqrt(1/2 + 1/2)
@@ -154,12 +221,33 @@ def test_numerics_unknown_variant_is_a_user_error(numerics, capsys):
     assert "unknown variant(s) fp8" in capsys.readouterr().err
 
 
-def test_numerics_interrupted_writes_nothing(numerics, tiny_cifar_archive, cifar_cache_root, tmp_path, monkeypatch, capsys):
+def test_numerics_interrupted_writes_nothing(
+    numerics, tiny_cifar_archive, cifar_cache_root, tmp_path, monkeypatch, capsys
+):
     """A table from whichever runs happened to finish would compare unlike sets of seeds."""
+
     def ctrl_c(todo, options, jobs):
-        return [{"run_id": run.run_dir.name, "status": "interrupted", "stopped_by": "ctrl-c", "final": {}} for run in todo]
+        return [
+            {"run_id": run.run_dir.name, "status": "interrupted", "stopped_by": "ctrl-c", "final": {}} for run in todo
+        ]
 
     monkeypatch.setattr(numerics, "train_runs", ctrl_c)
-    assert numerics.main(["--profile", "smoke", "--data", str(tiny_cifar_archive), "--data-root", str(cifar_cache_root),
-                          "--allow-partial", "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 130
+    assert (
+        numerics.main(
+            [
+                "--profile",
+                "smoke",
+                "--data",
+                str(tiny_cifar_archive),
+                "--data-root",
+                str(cifar_cache_root),
+                "--allow-partial",
+                "--runs-dir",
+                str(tmp_path / "runs"),
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 130
+    )
     assert "nothing written" in capsys.readouterr().out and not (tmp_path / "out").exists()

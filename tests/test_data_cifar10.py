@@ -23,8 +23,13 @@ def random_images(n: int, seed: int = 0) -> torch.Tensor:
 
 
 def datamodule(arrays, *, val_split: int = 0, batch_size: int = 16, normalize: str = "per-pixel-mean", seed: int = 0):
-    dm = CIFAR10DataModule(DataConfig(val_split=val_split, normalize=normalize, full=False),
-                           batch_size=batch_size, max_iters=10, seed=seed, arrays=arrays)
+    dm = CIFAR10DataModule(
+        DataConfig(val_split=val_split, normalize=normalize, full=False),
+        batch_size=batch_size,
+        max_iters=10,
+        seed=seed,
+        arrays=arrays,
+    )
     dm.setup("fit")
     return dm
 
@@ -216,8 +221,12 @@ def test_datamodule_per_channel_switch_normalises_each_channel(tiny_cifar):
 def test_datamodule_train_batch_pads_zero_pixels_then_subtracts_the_mean(tiny_cifar):
     dm = datamodule(tiny_cifar)
     index = torch.tensor([3, 17])
-    batch = {"split": "train", "index": index, "crop": torch.tensor([[0, 0], [PAD, PAD]]),
-             "flip": torch.tensor([False, True])}
+    batch = {
+        "split": "train",
+        "index": index,
+        "crop": torch.tensor([[0, 0], [PAD, PAD]]),
+        "flip": torch.tensor([False, True]),
+    }
     x, y, split = dm.on_after_batch_transfer(batch, 0)
     pixels = tiny_cifar.train_images[index].float() / 255
     assert x.shape == (2, 3, 32, 32) and split == "train" and torch.equal(y, tiny_cifar.train_labels[index])

@@ -94,8 +94,14 @@ def test_load_cifar10_source_records_provenance(tiny_cifar_archive, tmp_path):
     sha256 = hashlib.sha256(tiny_cifar_archive.read_bytes()).hexdigest()
     cache = tmp_path / "cache" / f"cifar10-{sha256[:16]}.pt"
     assert source == {
-        "path": str(tiny_cifar_archive), "kind": "archive", "sha256": sha256, "jpeg_copy": False,
-        "known": None, "cache": str(cache), "train": 80, "test": 40,
+        "path": str(tiny_cifar_archive),
+        "kind": "archive",
+        "sha256": sha256,
+        "jpeg_copy": False,
+        "known": None,
+        "cache": str(cache),
+        "train": 80,
+        "test": 40,
     }
     assert json.loads(json.dumps(source)) == source
     assert cache_files(tmp_path) == [cache]
@@ -281,10 +287,14 @@ def test_load_cifar10_truncated_archive_raises_and_leaves_no_cache(tiny_cifar_ar
     assert cache_files(tmp_path / "root") == []
 
 
-@pytest.mark.parametrize("mode, size, image, message", [
-    ("RGB", (32, 31), "train/cat/0001.png", r"train/cat/0001.png is 32x31 RGB, but CIFAR-10 images are 32x32"),
-    ("RGBA", (32, 32), "test/dog/0000.png", r"test/dog/0000.png is 32x32 RGBA"),
-], ids=["wrong size", "alpha channel"])
+@pytest.mark.parametrize(
+    "mode, size, image, message",
+    [
+        ("RGB", (32, 31), "train/cat/0001.png", r"train/cat/0001.png is 32x31 RGB, but CIFAR-10 images are 32x32"),
+        ("RGBA", (32, 32), "test/dog/0000.png", r"test/dog/0000.png is 32x32 RGBA"),
+    ],
+    ids=["wrong size", "alpha channel"],
+)
 def test_load_cifar10_bad_image_names_file_and_leaves_no_cache(make_imagefolder, tmp_path, mode, size, image, message):
     folder = make_imagefolder(train=2, test=1)
     Image.new(mode, size).save(folder / image)
@@ -365,8 +375,7 @@ def test_real_cifar_is_the_known_jpeg_copy(real_cifar):
 
 @pytest.mark.slow
 def test_real_cifar_pixels_match_pil(real_cifar, shared_cifar_path):
-    wanted = {("train", "airplane", 0), ("train", "cat", 123), ("train", "truck", 4999),
-              ("test", "ship", 777)}
+    wanted = {("train", "airplane", 0), ("train", "cat", 123), ("train", "truck", 4999), ("test", "ship", 777)}
     names: dict[tuple[str, str], list[str]] = {}
     files = {}
     with tarfile.open(shared_cifar_path) as tf:

@@ -28,9 +28,7 @@ def test_count_multiply_adds_tiny_net_by_hand():
 
 
 def test_count_multiply_adds_takes_a_non_square_shape():
-    net = nn.Sequential(
-        nn.Conv2d(1, 2, 3, padding=1, bias=False), nn.Flatten(), nn.Linear(2 * 6 * 4, 5)
-    )
+    net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1, bias=False), nn.Flatten(), nn.Linear(2 * 6 * 4, 5))
     assert count_multiply_adds(net, (1, 6, 4)) == (2 * 6 * 4) * 9 + 5 * 48
 
 
@@ -62,6 +60,4 @@ def test_count_multiply_adds_leaves_the_model_as_it_was():
 def test_count_multiply_adds_on_meta_equals_cpu():
     with torch.device("meta"):
         on_meta = build_model("resnet20", shortcut="B")
-    assert count_multiply_adds(on_meta, 32) == count_multiply_adds(
-        build_model("resnet20", shortcut="B"), 32
-    )
+    assert count_multiply_adds(on_meta, 32) == count_multiply_adds(build_model("resnet20", shortcut="B"), 32)

@@ -103,10 +103,7 @@ def test_render_markdown_shows_paper_numbers_footnotes_and_provenance(table):
     assert any(line.startswith("| resnet1202 |") and "| 19.4M |" in line for line in lines)
     assert any(line.startswith("| resnet152 |") and "| 11.282 | 11.3 |" in line for line in lines)
     assert "19.6 x10^9" in text  # VGG-19, Sec. 3.3
-    assert (
-        f"`resnet-repro models --write-results out` (resnet-repro 0.1.0, torch {torch.__version__})"
-        in text
-    )
+    assert f"`resnet-repro models --write-results out` (resnet-repro 0.1.0, torch {torch.__version__})" in text
 
 
 def test_render_table_is_aligned_text(table):

@@ -49,10 +49,7 @@ def on_meta(name: str, **kwargs) -> nn.Module:
 def weighted_layers(model: nn.Module) -> int:
     """Convs and FCs on the main path, as the paper counts depth (shortcut projections excluded)."""
     shortcut_convs = {id(m) for p in model.modules() if isinstance(p, Projection) for m in p}
-    return sum(
-        isinstance(m, (nn.Conv2d, nn.Linear)) and id(m) not in shortcut_convs
-        for m in model.modules()
-    )
+    return sum(isinstance(m, (nn.Conv2d, nn.Linear)) and id(m) not in shortcut_convs for m in model.modules())
 
 
 def gmacs(name: str, **kwargs) -> float:
@@ -153,9 +150,7 @@ def test_build_model_any_6n_plus_2_cifar_depth():
 def test_cifar_resnet_shortcut_b_adds_exactly_the_two_projections():
     # Option B projects where dims increase: 16->32 and 32->64 (1x1 conv + BN scale and shift).
     expected = (16 * 32 + 2 * 32) + (32 * 64 + 2 * 64)
-    added = count_parameters(on_meta("resnet20", shortcut="B")) - count_parameters(
-        on_meta("resnet20")
-    )
+    added = count_parameters(on_meta("resnet20", shortcut="B")) - count_parameters(on_meta("resnet20"))
     assert added == expected == 2752
 
 
@@ -230,9 +225,7 @@ def test_imagenet_shortcut_params_by_hand():
     # C also projects the 13 identity shortcuts: 3, 3, 5 and 2 blocks in conv2_x..conv5_x.
     same = 3 * projection(64, 64) + 3 * projection(128, 128) + 5 * projection(256, 256)
     assert c - b == same + 2 * projection(512, 512)
-    assert count_parameters(on_meta("resnet50", shortcut="A")) == count_parameters(
-        on_meta("plain50")
-    )
+    assert count_parameters(on_meta("resnet50", shortcut="A")) == count_parameters(on_meta("plain50"))
 
 
 def test_imagenet_stages_have_table1_output_sizes():
@@ -257,9 +250,7 @@ def test_imagenet_bottleneck_stride_on_1x1_by_default_and_on_3x3_on_request():
     assert (v15.conv1.stride, v15.conv2.stride) == ((1, 1), (2, 2))
 
 
-@pytest.mark.parametrize(
-    "name, kwargs", [("resnet18", {"shortcut": "B"}), ("resnet50", {"stride_in_1x1": False})]
-)
+@pytest.mark.parametrize("name, kwargs", [("resnet18", {"shortcut": "B"}), ("resnet50", {"stride_in_1x1": False})])
 def test_imagenet_loads_torchvision_weights_and_computes_the_same_function(name, kwargs):
     torch.manual_seed(0)
     reference = getattr(torchvision.models, name)().eval()
@@ -358,9 +349,7 @@ def test_build_model_uses_he_initialisation():
 
 def test_list_models_holds_the_paper_nets_by_family():
     cifar, imagenet = list_models("cifar"), list_models("imagenet")
-    assert {f"resnet{d}" for d in CIFAR_DEPTHS + [1202]} | {
-        f"plain{d}" for d in CIFAR_DEPTHS
-    } == set(cifar)
+    assert {f"resnet{d}" for d in CIFAR_DEPTHS + [1202]} | {f"plain{d}" for d in CIFAR_DEPTHS} == set(cifar)
     assert {f"{kind}{d}" for kind in ("plain", "resnet") for d in IMAGENET_DEPTHS} == set(imagenet)
     assert list_models() == cifar + imagenet
     assert {model_info(n).input_size for n in cifar} == {32}

@@ -21,13 +21,23 @@ def test_table6_errors_as_printed():
     assert printed[("Highway [42,43]", 19)] == "7.54 (7.72±0.16)"
     assert printed[("Highway [42,43]", 32)] == "8.80"
     assert {r.model: r.error for r in paper.TABLE6 if r.model} == {
-        "resnet20": 8.75, "resnet32": 7.51, "resnet44": 7.17, "resnet56": 6.97, "resnet110": 6.43, "resnet1202": 7.93,
+        "resnet20": 8.75,
+        "resnet32": 7.51,
+        "resnet44": 7.17,
+        "resnet56": 6.97,
+        "resnet110": 6.43,
+        "resnet1202": 7.93,
     }
 
 
 def test_table6_rows_in_paper_order():
     assert [r.method for r in paper.TABLE6[:6]] == [
-        "Maxout [10]", "NIN [25]", "DSN [24]", "FitNet [35]", "Highway [42,43]", "Highway [42,43]",
+        "Maxout [10]",
+        "NIN [25]",
+        "DSN [24]",
+        "FitNet [35]",
+        "Highway [42,43]",
+        "Highway [42,43]",
     ]
     assert [r.error for r in paper.TABLE6[:4]] == [9.38, 8.81, 8.22, 8.39]
     assert paper.TABLE6_RUNS_110 == 5

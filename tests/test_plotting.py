@@ -26,12 +26,20 @@ def curves_of(models, seeds=(0, 1), *, end_test=None, max_iters=64_000, log_ever
             for step in range(log_every, max_iters + 1, log_every):
                 decay = math.exp(-step / 10_000)
                 test = (end_test or {}).get(model, 8.0) + 50 * decay + seed
-                rows.append({
-                    "run_id": f"{model}-s{seed}", "model": model, "seed": seed, "step": step,
-                    "train/error": 1.0 + 50 * decay + seed, "train/loss": 0.1,
-                    "test/error": test if step % eval_every == 0 else math.nan,
-                    "test/loss": math.nan, "lr": 0.1, "throughput": 900.0,
-                })
+                rows.append(
+                    {
+                        "run_id": f"{model}-s{seed}",
+                        "model": model,
+                        "seed": seed,
+                        "step": step,
+                        "train/error": 1.0 + 50 * decay + seed,
+                        "train/loss": 0.1,
+                        "test/error": test if step % eval_every == 0 else math.nan,
+                        "test/loss": math.nan,
+                        "lr": 0.1,
+                        "throughput": 900.0,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -112,8 +120,14 @@ def test_plot_error_curves_footer_carries_provenance():
 
 def test_plot_error_curves_custom_scale_and_labels():
     curves = curves_of(["resnet1202"], max_iters=4000, log_every=100, eval_every=400)
-    fig = plotting.plot_error_curves(curves, [("right", ["resnet1202"])], footer=FOOTER, ylim=(0, 60),
-                                     xscale=1e3, labels={"resnet1202": "residual-1202"})
+    fig = plotting.plot_error_curves(
+        curves,
+        [("right", ["resnet1202"])],
+        footer=FOOTER,
+        ylim=(0, 60),
+        xscale=1e3,
+        labels={"resnet1202": "residual-1202"},
+    )
     ax = fig.axes[0]
     assert ax.get_xlabel() == "iter. (1e3)" and ax.get_ylim() == (0, 60)
     assert ax.lines[0].get_xdata().max() == pytest.approx(4.0)
@@ -139,8 +153,7 @@ def test_plot_train_test_panels_fig1_layout():
 
 
 def test_plot_train_test_panels_mixed_kinds_use_model_labels():
-    fig = plotting.plot_train_test_panels(curves_of(["plain20", "resnet20"]), ["plain20", "resnet20"],
-                                          footer=FOOTER)
+    fig = plotting.plot_train_test_panels(curves_of(["plain20", "resnet20"]), ["plain20", "resnet20"], footer=FOOTER)
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["plain-20", "ResNet-20"]
 
 
@@ -166,4 +179,3 @@ def test_model_depth_and_label():
     assert plotting.model_label("resnet110") == "ResNet-110"
     with pytest.raises(UnknownModelError, match="resnet"):
         plotting.model_depth("resnet")
-

@@ -28,12 +28,24 @@ def eval_row(step: int, error: float) -> dict:
     return {"epoch": 0, "step": step, "test/error": error, "test/loss": error / 30}
 
 
-def write_run(runs: Path, name: str, *, status: str = "finished", model: str = "resnet20", seed: int = 0,
-              metrics: dict[str, str] | None = None, **extra) -> Path:
+def write_run(
+    runs: Path,
+    name: str,
+    *,
+    status: str = "finished",
+    model: str = "resnet20",
+    seed: int = 0,
+    metrics: dict[str, str] | None = None,
+    **extra,
+) -> Path:
     run_dir = runs / name
     run_dir.mkdir(parents=True)
-    record = {"run_id": name, "status": status, "spec": {"model": model, "seed": seed, "shortcut": None,
-                                                          "schedule": {"max_iters": 4}}, **extra}
+    record = {
+        "run_id": name,
+        "status": status,
+        "spec": {"model": model, "seed": seed, "shortcut": None, "schedule": {"max_iters": 4}},
+        **extra,
+    }
     (run_dir / "run.json").write_text(json.dumps(record))
     for filename, text in (metrics or {}).items():
         (run_dir / filename).write_text(text)
@@ -58,8 +70,9 @@ def test_read_run_step_is_the_iteration(tmp_path):
 
 
 def test_read_run_has_every_metric_column_and_the_run_labels(tmp_path):
-    _, curves = read_run(write_run(tmp_path, "r", model="plain56", seed=3,
-                                   metrics={"metrics.csv": csv_rows(train_row(1, 90.0))}))
+    _, curves = read_run(
+        write_run(tmp_path, "r", model="plain56", seed=3, metrics={"metrics.csv": csv_rows(train_row(1, 90.0))})
+    )
     assert list(curves.columns) == ["run_id", "model", "seed", "step", *METRICS]
     assert curves["val/error"].isna().all()  # not logged without a val split, but always a column
     assert (curves["run_id"].iloc[0], curves["model"].iloc[0], curves["seed"].iloc[0]) == ("r", "plain56", 3)
@@ -84,23 +97,39 @@ def test_read_run_reads_the_parts_of_a_resumed_run_in_order(tmp_path):
 
 
 def test_summary_row_has_last_iterate_metrics_and_provenance():
-    record = {"run_id": "resnet110-s1-abc", "status": "finished", "iterations": 64_000, "params": 1_700_000,
-              "spec": {"model": "resnet110", "seed": 1, "shortcut": None, "schedule": {"max_iters": 64_000}},
-              "final": {"train/error": 0.5, "test/error": 6.43, "test/loss": 0.3},
-              "data_source": {"jpeg_copy": True, "sha256": "fdf0b4f6a0ce0e8a5d81"}, "commit": "abc123",
-              "warmup_end_iter": 400, "wall_time_s": 3600.0}
+    record = {
+        "run_id": "resnet110-s1-abc",
+        "status": "finished",
+        "iterations": 64_000,
+        "params": 1_700_000,
+        "spec": {"model": "resnet110", "seed": 1, "shortcut": None, "schedule": {"max_iters": 64_000}},
+        "final": {"train/error": 0.5, "test/error": 6.43, "test/loss": 0.3},
+        "data_source": {"jpeg_copy": True, "sha256": "fdf0b4f6a0ce0e8a5d81"},
+        "commit": "abc123",
+        "warmup_end_iter": 400,
+        "wall_time_s": 3600.0,
+    }
     row = summary_row(record)
-    assert (row["model"], row["depth"], row["residual"], row["shortcut"], row["seed"]) == ("resnet110", 110, True, "A", 1)
+    assert (row["model"], row["depth"], row["residual"], row["shortcut"], row["seed"]) == (
+        "resnet110",
+        110,
+        True,
+        "A",
+        1,
+    )
     assert (row["final_test_error"], row["final_train_error"], row["warmup_end_iter"]) == (6.43, 0.5, 400)
     assert row["data_copy"] == "cifar10-jpg q75 sha256:fdf0b4f6" and row["commit"] == "abc123"
     assert summary_row({**record, "spec": {**record["spec"], "model": "plain20"}})["residual"] is False
 
 
-@pytest.mark.parametrize("source, label", [
-    ({}, "unknown"),
-    ({"jpeg_copy": True, "sha256": "fdf0b4f6a0"}, "cifar10-jpg q75 sha256:fdf0b4f6"),
-    ({"jpeg_copy": False, "kind": "torchvision", "sha256": "1234567890"}, "cifar10 (torchvision) sha256:12345678"),
-])
+@pytest.mark.parametrize(
+    "source, label",
+    [
+        ({}, "unknown"),
+        ({"jpeg_copy": True, "sha256": "fdf0b4f6a0"}, "cifar10-jpg q75 sha256:fdf0b4f6"),
+        ({"jpeg_copy": False, "kind": "torchvision", "sha256": "1234567890"}, "cifar10 (torchvision) sha256:12345678"),
+    ],
+)
 def test_data_copy_says_which_copy_a_run_used(source, label):
     assert data_copy(source) == label
 

@@ -18,9 +18,21 @@ REPO = Path(__file__).resolve().parents[1]
 def workspace(tmp_path_factory, tiny_cifar_archive, cifar_cache_root):
     """runs/ and results/ shared by this module's tests, plus the common flags of a smoke run."""
     base = tmp_path_factory.mktemp("suite")
-    flags = ["--profile", "smoke", "--data", str(tiny_cifar_archive), "--data-root", str(cifar_cache_root),
-             "--runs-dir", str(base / "runs"), "--results-dir", str(base / "results"), "--wandb", "off",
-             "--no-progress"]
+    flags = [
+        "--profile",
+        "smoke",
+        "--data",
+        str(tiny_cifar_archive),
+        "--data-root",
+        str(cifar_cache_root),
+        "--runs-dir",
+        str(base / "runs"),
+        "--results-dir",
+        str(base / "results"),
+        "--wandb",
+        "off",
+        "--no-progress",
+    ]
     return base, flags
 
 
@@ -83,8 +95,9 @@ def test_report_rebuilds_identical_tables_from_logs(fig1, workspace):
     # The copied records alone rebuild the same tables (what a clean clone has: results/runs/, no runs/).
     rebuilt = base / "rebuilt"
     assert main(["report", "--runs-dir", str(results / "runs"), "--results-dir", str(rebuilt)]) == 0
-    assert {p.name: p.read_text() for p in [*rebuilt.glob("*/*.csv"), *rebuilt.glob("*/*.md")]
-            if p.parent.name != "runs"} == before
+    assert {
+        p.name: p.read_text() for p in [*rebuilt.glob("*/*.csv"), *rebuilt.glob("*/*.md")] if p.parent.name != "runs"
+    } == before
 
 
 def test_only_and_unknown_names_are_one_line_errors(fig1, workspace, capsys):
@@ -104,8 +117,13 @@ def test_report_without_runs_is_a_user_error(tmp_path, capsys):
 
 def test_experiment_script_equals_the_cli(fig1, workspace):
     base, flags = workspace
-    done = subprocess.run([sys.executable, str(REPO / "experiments" / "fig1.py"), *flags], capture_output=True, text=True,
-                          cwd=base, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "experiments" / "fig1.py"), *flags],
+        capture_output=True,
+        text=True,
+        cwd=base,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("finished earlier, not retrained") == 2
 
@@ -125,7 +143,9 @@ def test_notebook_runs_on_smoke_results(fig1, workspace):
     notebook = nbformat.read(REPO / "notebooks" / "results.ipynb", as_version=4)
     os.environ["RESNET_REPRO_RESULTS"], os.environ["RESNET_REPRO_PROFILE"] = str(base / "results"), "smoke"
     try:
-        NotebookClient(notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(base)}}).execute()
+        NotebookClient(
+            notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(base)}}
+        ).execute()
     finally:
         del os.environ["RESNET_REPRO_RESULTS"], os.environ["RESNET_REPRO_PROFILE"]
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
@@ -162,12 +182,22 @@ def test_cached_runs_are_not_reused_for_another_device_count(fig1, workspace, ca
 
 
 @pytest.mark.parametrize("jobs", ["1", "2"])
-def test_stop_after_starts_no_run_past_the_deadline_exits_3_and_the_same_command_finishes(workspace, tmp_path, capsys, jobs):
+def test_stop_after_starts_no_run_past_the_deadline_exits_3_and_the_same_command_finishes(
+    workspace, tmp_path, capsys, jobs
+):
     """A time-limited job (a 10-minute slot, SLURM's --time) starts no run once its time is up and says to
     run again (exit 3); a run already going stops with a checkpoint (test_training's deadline test)."""
     _, flags = workspace
-    flags = [*flags[:flags.index("--runs-dir")], "--runs-dir", str(tmp_path / "runs"), "--results-dir",
-             str(tmp_path / "results"), *flags[flags.index("--wandb"):], "--jobs", jobs]
+    flags = [
+        *flags[: flags.index("--runs-dir")],
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--results-dir",
+        str(tmp_path / "results"),
+        *flags[flags.index("--wandb") :],
+        "--jobs",
+        jobs,
+    ]
     assert main(["run", "fig1", *flags, "--stop-after", "0"]) == 3
     assert "--stop-after time limit reached with 2 run(s) unfinished" in capsys.readouterr().out
     assert not list((tmp_path / "runs").glob("*/run.json")) and not (tmp_path / "results").exists()

@@ -9,11 +9,17 @@ from resnet_repro.errors import UserError
 PAPER = Schedule()  # Sec. 4.2: lr 0.1, /10 at 32k and 48k, stop at 64k
 
 
-@pytest.mark.parametrize("iteration, lr", [
-    (0, 0.1), (31_999, 0.1),
-    (32_000, 0.01), (47_999, 0.01),
-    (48_000, 0.001), (63_999, 0.001),
-])
+@pytest.mark.parametrize(
+    "iteration, lr",
+    [
+        (0, 0.1),
+        (31_999, 0.1),
+        (32_000, 0.01),
+        (47_999, 0.01),
+        (48_000, 0.001),
+        (63_999, 0.001),
+    ],
+)
 def test_step_lr_paper_golden_values(iteration, lr):
     assert step_lr(iteration, PAPER.lr, PAPER.milestones) == pytest.approx(lr, rel=1e-12)
 
@@ -22,9 +28,17 @@ def test_schedule_defaults_are_the_papers():
     assert (PAPER.max_iters, PAPER.milestones, PAPER.lr, PAPER.warmup) == (64_000, (32_000, 48_000), 0.1, "auto")
 
 
-@pytest.mark.parametrize("iteration, lr", [
-    (0, 0.1), (31_999, 0.1), (32_000, 0.01), (47_999, 0.01), (48_000, 0.001), (63_999, 0.001),
-])
+@pytest.mark.parametrize(
+    "iteration, lr",
+    [
+        (0, 0.1),
+        (31_999, 0.1),
+        (32_000, 0.01),
+        (47_999, 0.01),
+        (48_000, 0.001),
+        (63_999, 0.001),
+    ],
+)
 def test_warmup_step_lr_after_switch_is_the_plain_schedule(iteration, lr):
     # Sec. 4.2: after warm-up "go back to 0.1"; the milestones stay where they were.
     got = warmup_step_lr(iteration, 0.1, PAPER.milestones, warmup=True, warmup_ended_at=400)
@@ -39,8 +53,9 @@ def test_warmup_step_lr_is_001_until_the_switch(iteration):
 
 def test_warmup_step_lr_off_ignores_the_warmup_state():
     for iteration in (0, 100, 40_000):
-        assert warmup_step_lr(iteration, 0.1, PAPER.milestones, warmup=False, warmup_ended_at=None) == \
-            step_lr(iteration, 0.1, PAPER.milestones)
+        assert warmup_step_lr(iteration, 0.1, PAPER.milestones, warmup=False, warmup_ended_at=None) == step_lr(
+            iteration, 0.1, PAPER.milestones
+        )
 
 
 def test_warmup_step_lr_returns_to_base_lr_at_the_switch_iteration():
@@ -61,15 +76,18 @@ def test_schedule_scaled_keeps_the_papers_shape():
     assert (short.max_iters, short.milestones, short.lr, short.warmup) == (2_000, (1_000, 1_500), 0.05, "on")
 
 
-@pytest.mark.parametrize("schedule, flag", [
-    (Schedule(max_iters=100, milestones=(50, 100)), "--milestones"),
-    (Schedule(max_iters=100, milestones=(80, 50)), "--milestones"),
-    (Schedule(max_iters=100, milestones=(0, 50)), "--milestones"),
-    (Schedule(lr=-0.1), "--lr"),
-    (Schedule(lr=0.0), "--lr"),
-    (Schedule(max_iters=0, milestones=()), "--iterations"),
-    (Schedule(warmup="maybe"), "--warmup"),
-])
+@pytest.mark.parametrize(
+    "schedule, flag",
+    [
+        (Schedule(max_iters=100, milestones=(50, 100)), "--milestones"),
+        (Schedule(max_iters=100, milestones=(80, 50)), "--milestones"),
+        (Schedule(max_iters=100, milestones=(0, 50)), "--milestones"),
+        (Schedule(lr=-0.1), "--lr"),
+        (Schedule(lr=0.0), "--lr"),
+        (Schedule(max_iters=0, milestones=()), "--iterations"),
+        (Schedule(warmup="maybe"), "--warmup"),
+    ],
+)
 def test_train_spec_validate_rejects_impossible_schedules(schedule, flag):
     with pytest.raises(UserError, match=flag):
         TrainSpec(schedule=schedule).validate()

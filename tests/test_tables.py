@@ -12,12 +12,24 @@ def run(model, seed, test_error, *, train_error=1.0, profile="quick", shortcut="
     depth = int(model.lstrip("plainresnet"))
     n = (depth - 2) // 6
     return {
-        "run_id": f"{model}-s{seed}", "model": model, "family": "cifar", "depth": depth,
-        "residual": model.startswith("resnet"), "shortcut": shortcut, "seed": seed,
-        "params": cifar_params(n), "profile": profile, "max_iters": 4000,
-        "final_train_error": train_error, "final_test_error": test_error, "final_test_loss": 0.3,
-        "wall_time_s": wall_time_s, "data_copy": "cifar10-jpg q75 sha256:fdf0b4f6", "commit": "abc1234",
-        "hardware": "CPU: 2 cores (x86_64)", "warmup_end_iter": math.nan,
+        "run_id": f"{model}-s{seed}",
+        "model": model,
+        "family": "cifar",
+        "depth": depth,
+        "residual": model.startswith("resnet"),
+        "shortcut": shortcut,
+        "seed": seed,
+        "params": cifar_params(n),
+        "profile": profile,
+        "max_iters": 4000,
+        "final_train_error": train_error,
+        "final_test_error": test_error,
+        "final_test_loss": 0.3,
+        "wall_time_s": wall_time_s,
+        "data_copy": "cifar10-jpg q75 sha256:fdf0b4f6",
+        "commit": "abc1234",
+        "hardware": "CPU: 2 cores (x86_64)",
+        "warmup_end_iter": math.nan,
     }
 
 
@@ -59,15 +71,26 @@ def test_table6_best_mean_std_over_seeds():
 def test_table6_paper_column_exact_and_in_order():
     table = tables.table6(summary_of(run("resnet20", 0, 9.0)))
     assert list(table["paper error (%)"]) == [
-        "9.38", "8.81", "8.22", "8.39", "7.54 (7.72±0.16)", "8.80",
-        "8.75", "7.51", "7.17", "6.97", "6.43 (6.61±0.16)", "7.93",
+        "9.38",
+        "8.81",
+        "8.22",
+        "8.39",
+        "7.54 (7.72±0.16)",
+        "8.80",
+        "8.75",
+        "7.51",
+        "7.17",
+        "6.97",
+        "6.43 (6.61±0.16)",
+        "7.93",
     ]
     assert list(table["# params"][6:]) == ["0.27M", "0.46M", "0.66M", "0.85M", "1.7M", "19.4M"]
 
 
 def test_table6_difference_against_paper_mean_or_single_number():
     summary = summary_of(
-        run("resnet20", 0, 9.0), run("resnet20", 1, 8.0),
+        run("resnet20", 0, 9.0),
+        run("resnet20", 1, 8.0),
         *(run("resnet110", s, e) for s, e in enumerate(RESNET110)),
     )
     diff = tables.table6(summary).set_index("# layers")["ours mean − paper"]
@@ -104,8 +127,10 @@ def test_table6_refuses_mixed_profiles():
 
 def test_depth_comparison_means_over_seeds():
     summary = summary_of(
-        run("plain20", 0, 30.0, train_error=31.0), run("plain20", 1, 32.0, train_error=33.0),
-        run("resnet20", 0, 26.0, train_error=27.0), run("plain56", 0, 66.0, train_error=68.0),
+        run("plain20", 0, 30.0, train_error=31.0),
+        run("plain20", 1, 32.0, train_error=33.0),
+        run("resnet20", 0, 26.0, train_error=27.0),
+        run("plain56", 0, 66.0, train_error=68.0),
     )
     table = tables.depth_comparison(summary).set_index("depth")
     assert list(table.index) == [20, 56]
@@ -131,9 +156,15 @@ def test_render_markdown_header_rows_and_footer():
 def test_provenance_footer_names_everything():
     summary = summary_of(run("resnet20", 10, 9.0), run("resnet20", 2, 8.0), run("plain20", 0, 12.0))
     text = tables.provenance_footer(summary, profile="quick")
-    for part in ("profile: quick (max_iters 4000)", "scaled-down", "seeds: 0, 2, 10 (3 runs)",
-                 "data: cifar10-jpg q75 sha256:fdf0b4f6", "hardware: CPU: 2 cores (x86_64)",
-                 "commit: abc1234", "wall time: 5.0 min (sum over 3 runs)"):
+    for part in (
+        "profile: quick (max_iters 4000)",
+        "scaled-down",
+        "seeds: 0, 2, 10 (3 runs)",
+        "data: cifar10-jpg q75 sha256:fdf0b4f6",
+        "hardware: CPU: 2 cores (x86_64)",
+        "commit: abc1234",
+        "wall time: 5.0 min (sum over 3 runs)",
+    ):
         assert part in text
 
 

@@ -61,13 +61,26 @@ def learnable_cifar(tmp_path_factory) -> Path:
     return root
 
 
-def tiny_spec(data: Path, cache_root: Path, *, iters: int = 20, milestones=(10, 15), lr: float = 0.1,
-              warmup: str = "auto", val_split: int = 0, **kwargs) -> TrainSpec:
+def tiny_spec(
+    data: Path,
+    cache_root: Path,
+    *,
+    iters: int = 20,
+    milestones=(10, 15),
+    lr: float = 0.1,
+    warmup: str = "auto",
+    val_split: int = 0,
+    **kwargs,
+) -> TrainSpec:
     """resnet8, batch 16, logging every 2 iterations, evaluating every 6 (not a divisor of 20)."""
     settings = dict(log_every=2, eval_every=6, checkpoint_every=4) | kwargs
-    return TrainSpec(model="resnet8", schedule=Schedule(max_iters=iters, milestones=milestones, lr=lr, warmup=warmup),
-                     batch_size=16, data=DataConfig(data=str(data), root=str(cache_root), val_split=val_split, full=False),
-                     **settings)
+    return TrainSpec(
+        model="resnet8",
+        schedule=Schedule(max_iters=iters, milestones=milestones, lr=lr, warmup=warmup),
+        batch_size=16,
+        data=DataConfig(data=str(data), root=str(cache_root), val_split=val_split, full=False),
+        **settings,
+    )
 
 
 def warmup_spec(data: Path, cache_root: Path) -> TrainSpec:
@@ -122,8 +135,17 @@ def finished_run(tiny_cifar_archive, cifar_cache_root, tmp_path_factory):
 def test_train_writes_every_metric_column(finished_run):
     _, _, run_dir = finished_run
     raw = pd.read_csv(run_dir / "metrics.csv")
-    for column in ("step", "train/loss", "train/error", "lr", "throughput", "test/error", "test/loss",
-                   "val/error", "val/loss"):
+    for column in (
+        "step",
+        "train/loss",
+        "train/error",
+        "lr",
+        "throughput",
+        "test/error",
+        "test/loss",
+        "val/error",
+        "val/loss",
+    ):
         assert column in raw.columns and raw[column].notna().any(), column
     assert (raw["throughput"].dropna() > 0).all()
     assert raw["train/error"].dropna().between(0, 100).all()
@@ -202,7 +224,9 @@ def test_train_checkpoints_the_last_iterate_off_the_checkpoint_grid(tiny_cifar_a
     assert record["iterations"] == checkpoint["global_step"] == 10
 
 
-def test_train_compile_compiles_the_network_once_and_keeps_eager_checkpoints(tiny_cifar_archive, cifar_cache_root, tmp_path):
+def test_train_compile_compiles_the_network_once_and_keeps_eager_checkpoints(
+    tiny_cifar_archive, cifar_cache_root, tmp_path
+):
     """--compile: a graph for training and one for evaluation, not a re-trace every iteration (compiling the
     whole LightningModule did that: its Python counters change each step), and eager state_dict keys."""
     from torch._dynamo.utils import counters
@@ -212,8 +236,11 @@ def test_train_compile_compiles_the_network_once_and_keeps_eager_checkpoints(tin
     spec = tiny_spec(tiny_cifar_archive, cifar_cache_root, iters=12, milestones=(6, 9), eval_every=12)
     threads = torch.get_num_threads()
     try:
-        record = train(spec, RunOptions(run_dir=tmp_path / "run", wandb="off", progress=False),
-                       dataclasses.replace(CPU1, compile=True))
+        record = train(
+            spec,
+            RunOptions(run_dir=tmp_path / "run", wandb="off", progress=False),
+            dataclasses.replace(CPU1, compile=True),
+        )
     finally:
         torch.set_num_threads(threads)
         torch._dynamo.reset()
@@ -275,9 +302,15 @@ def test_train_resume_without_checkpoint_says_so(tiny_cifar_archive, cifar_cache
 
 @pytest.mark.slow
 def test_train_on_the_real_copy_records_the_jpeg_source(real_cifar, shared_cifar_path, cifar_cache_root, tmp_path):
-    spec = TrainSpec(model="resnet8", schedule=Schedule(max_iters=6, milestones=(3, 5)), batch_size=32,
-                     data=DataConfig(data=str(shared_cifar_path), root=str(cifar_cache_root)),
-                     log_every=3, eval_every=100, checkpoint_every=3)
+    spec = TrainSpec(
+        model="resnet8",
+        schedule=Schedule(max_iters=6, milestones=(3, 5)),
+        batch_size=32,
+        data=DataConfig(data=str(shared_cifar_path), root=str(cifar_cache_root)),
+        log_every=3,
+        eval_every=100,
+        checkpoint_every=3,
+    )
     record = run(spec, tmp_path / "real")
     source = record["data_source"]
     assert (source["sha256"], source["jpeg_copy"]) == (SHARED_SHA256, True)
@@ -288,9 +321,15 @@ def test_train_on_the_real_copy_records_the_jpeg_source(real_cifar, shared_cifar
 # --- warm-up (Sec. 4.2): lr 0.01 until the training error is below 80%, then back to 0.1 ------------
 
 
-@pytest.mark.parametrize("model, warmup, expected", [
-    ("resnet20", "auto", False), ("resnet110", "auto", True), ("resnet20", "on", True), ("resnet110", "off", False),
-])
+@pytest.mark.parametrize(
+    "model, warmup, expected",
+    [
+        ("resnet20", "auto", False),
+        ("resnet110", "auto", True),
+        ("resnet20", "on", True),
+        ("resnet110", "off", False),
+    ],
+)
 def test_module_warmup_flag(model, warmup, expected):
     spec = TrainSpec(model=model, schedule=Schedule(warmup=warmup))
     assert ClassifierModule(spec).warmup is expected
@@ -402,9 +441,12 @@ def test_train_resume_keeps_the_warmup_switch(warmup_run, tmp_path, monkeypatch)
 # --- divergence ---------------------------------------------------------------------------------------
 
 
-def test_train_absurd_lr_stops_with_a_clear_error_and_a_finite_checkpoint(tiny_cifar_archive, cifar_cache_root, tmp_path):
-    spec = tiny_spec(tiny_cifar_archive, cifar_cache_root, iters=40, milestones=(30, 35), lr=1e6,
-                     log_every=1, checkpoint_every=1)
+def test_train_absurd_lr_stops_with_a_clear_error_and_a_finite_checkpoint(
+    tiny_cifar_archive, cifar_cache_root, tmp_path
+):
+    spec = tiny_spec(
+        tiny_cifar_archive, cifar_cache_root, iters=40, milestones=(30, 35), lr=1e6, log_every=1, checkpoint_every=1
+    )
     run_dir = tmp_path / "diverged"
     ctrl_c = signal.getsignal(signal.SIGINT)
     with pytest.raises(NonFiniteLossError, match="lower --lr"):
@@ -422,10 +464,35 @@ def test_train_absurd_lr_stops_with_a_clear_error_and_a_finite_checkpoint(tiny_c
 
 
 def cli_args(data: Path, cache_root: Path, out: Path, *extra: str) -> list[str]:
-    return ["train", "resnet8", "--data", str(data), "--data-root", str(cache_root), "--allow-partial",
-            "--iterations", "8", "--batch-size", "16", "--log-every", "2", "--eval-every", "4",
-            "--checkpoint-every", "4", "--out", str(out), "--wandb", "off", "--no-progress",
-            "--accelerator", "cpu", "--threads", "1", *extra]
+    return [
+        "train",
+        "resnet8",
+        "--data",
+        str(data),
+        "--data-root",
+        str(cache_root),
+        "--allow-partial",
+        "--iterations",
+        "8",
+        "--batch-size",
+        "16",
+        "--log-every",
+        "2",
+        "--eval-every",
+        "4",
+        "--checkpoint-every",
+        "4",
+        "--out",
+        str(out),
+        "--wandb",
+        "off",
+        "--no-progress",
+        "--accelerator",
+        "cpu",
+        "--threads",
+        "1",
+        *extra,
+    ]
 
 
 def test_cli_train_runs_and_prints_a_summary(tiny_cifar_archive, cifar_cache_root, tmp_path, capsys):
@@ -452,9 +519,21 @@ def write_wrong_size_folder(root: Path) -> Path:
     return root
 
 
-@pytest.mark.parametrize("case", ["missing path", "corrupt archive", "wrong image size", "milestones past the end",
-                                  "negative lr", "unknown model", "missing accelerator", "strategy typo",
-                                  "accelerator without its library", "too few iterations for the default drops"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing path",
+        "corrupt archive",
+        "wrong image size",
+        "milestones past the end",
+        "negative lr",
+        "unknown model",
+        "missing accelerator",
+        "strategy typo",
+        "accelerator without its library",
+        "too few iterations for the default drops",
+    ],
+)
 def test_cli_train_bad_input_exits_2_with_one_line(case, tiny_cifar_archive, cifar_cache_root, tmp_path, capsys):
     data, extra = tiny_cifar_archive, []
     if case == "missing path":
@@ -488,7 +567,9 @@ def test_cli_train_bad_input_exits_2_with_one_line(case, tiny_cifar_archive, cif
     assert not out.exists() or not any(out.iterdir()), "a failed start left a run directory behind"
 
 
-def test_cli_train_resume_continues_an_interrupted_run(tiny_cifar_archive, cifar_cache_root, tmp_path, capsys, monkeypatch):
+def test_cli_train_resume_continues_an_interrupted_run(
+    tiny_cifar_archive, cifar_cache_root, tmp_path, capsys, monkeypatch
+):
     args = cli_args(tiny_cifar_archive, cifar_cache_root, tmp_path / "runs")
     original = ClassifierModule.on_train_batch_start
 
@@ -518,8 +599,12 @@ def test_cli_train_stop_after_exits_3_and_resume_finishes(tiny_cifar_archive, ci
 
 def test_python_m_resnet_repro_train_bad_lr_exits_2(tiny_cifar_archive, cifar_cache_root, tmp_path):
     out = tmp_path / "runs"
-    result = subprocess.run([sys.executable, "-m", "resnet_repro", *cli_args(tiny_cifar_archive, cifar_cache_root, out),
-                             "--lr", "-1"], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "resnet_repro", *cli_args(tiny_cifar_archive, cifar_cache_root, out), "--lr", "-1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == ["resnet-repro train: error: --lr must be positive, got -1.0"]
     assert not out.exists()

@@ -5,7 +5,9 @@ import pytest
 from resnet_repro.cli import main
 
 
-def test_experiment_runs_land_as_separate_offline_wandb_runs(tmp_path, tiny_cifar_archive, cifar_cache_root, monkeypatch):
+def test_experiment_runs_land_as_separate_offline_wandb_runs(
+    tmp_path, tiny_cifar_archive, cifar_cache_root, monkeypatch
+):
     pytest.importorskip("wandb", reason="wandb is a dependency of the package; this checks its offline path")
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
@@ -21,8 +23,25 @@ def test_experiment_runs_land_as_separate_offline_wandb_runs(tmp_path, tiny_cifa
 
     monkeypatch.setattr(loggers, "WandbLogger", recording_logger)
     runs = tmp_path / "runs"
-    code = main(["run", "fig1", "--profile", "smoke", "--data", str(tiny_cifar_archive), "--data-root", str(cifar_cache_root),
-                 "--runs-dir", str(runs), "--results-dir", str(tmp_path / "results"), "--wandb", "offline", "--no-progress"])
+    code = main(
+        [
+            "run",
+            "fig1",
+            "--profile",
+            "smoke",
+            "--data",
+            str(tiny_cifar_archive),
+            "--data-root",
+            str(cifar_cache_root),
+            "--runs-dir",
+            str(runs),
+            "--results-dir",
+            str(tmp_path / "results"),
+            "--wandb",
+            "offline",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     # Grouped by artifact and profile, named by run id, offline without a login.
     assert [(m["group"], m["offline"]) for m in made] == [("fig1-smoke", True)] * 2

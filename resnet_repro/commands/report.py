@@ -7,14 +7,21 @@ from resnet_repro.experiment import PROFILES, get_profile
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("report", help="rebuild figures, tables and results/README.md from logged runs",
-                                   description=__doc__)
+    parser = subparsers.add_parser(
+        "report", help="rebuild figures, tables and results/README.md from logged runs", description=__doc__
+    )
     parser.add_argument("artifact", nargs="?", help="artifact id (default: every artifact with finished runs)")
-    parser.add_argument("--profile", default=None, help=f"one of {', '.join(PROFILES)} (default: every profile with runs)")
+    parser.add_argument(
+        "--profile", default=None, help=f"one of {', '.join(PROFILES)} (default: every profile with runs)"
+    )
     parser.add_argument("--runs-dir", default="runs")
     parser.add_argument("--results-dir", default="results")
-    parser.add_argument("--wandb", choices=["on", "offline", "off"], default="off",
-                        help="also log the figures and tables to the artifact's W&B group")
+    parser.add_argument(
+        "--wandb",
+        choices=["on", "offline", "off"],
+        default="off",
+        help="also log the figures and tables to the artifact's W&B group",
+    )
     parser.set_defaults(func=run)
 
 
@@ -39,8 +46,10 @@ def run(args) -> int:
             print(f"{artifact} ({profile.name}): " + ", ".join(str(p) for p in written))
     if not rendered:
         what = args.artifact or "any artifact"
-        raise UserError(f"no finished runs of {what} under {runs_dir}"
-                        + (f" with profile {args.profile}" if args.profile else "")
-                        + ": train them first with resnet-repro run ARTIFACT --profile quick")
+        raise UserError(
+            f"no finished runs of {what} under {runs_dir}"
+            + (f" with profile {args.profile}" if args.profile else "")
+            + ": train them first with resnet-repro run ARTIFACT --profile quick"
+        )
     print(f"wrote {write_results_index(results_dir)}")
     return 0

@@ -18,7 +18,9 @@ CPU_GFLOPS = 100.0
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", default="quick", help=f"one of {', '.join(PROFILES)} (default: quick)")
-    parser.add_argument("--only", default=None, help="train just this run (a run id or model name), e.g. for one job of a cluster array")
+    parser.add_argument(
+        "--only", default=None, help="train just this run (a run id or model name), e.g. for one job of a cluster array"
+    )
     parser.add_argument("--force", action="store_true", help="retrain runs that already finished")
     parser.add_argument("--jobs", type=int, default=1, help="train this many runs at once on the device")
     parser.add_argument("--runs-dir", default="runs", help="where runs are logged and cached (default: runs/)")
@@ -28,8 +30,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("run", help="train and render one paper artifact (fig1, fig6, table6, ...)",
-                                   description=__doc__)
+    parser = subparsers.add_parser(
+        "run", help="train and render one paper artifact (fig1, fig6, table6, ...)", description=__doc__
+    )
     parser.add_argument("artifact", nargs="?", help="artifact id; omit with --list to list them all")
     add_run_arguments(parser)
     parser.set_defaults(func=run)
@@ -70,25 +73,41 @@ def execute(experiment: Experiment, args) -> int:
     data = DataConfig(data=args.data, root=args.data_root)
     runs_dir, results_dir = Path(args.runs_dir), Path(args.results_dir)
     started = time.perf_counter()
-    records = run_experiment(experiment, profile, runs_dir=runs_dir, data=data,
-                             hardware=hardware_from_args(args), only=args.only, force=args.force, jobs=args.jobs,
-                             wandb=args.wandb, progress=args.progress, deadline=stop_at)
+    records = run_experiment(
+        experiment,
+        profile,
+        runs_dir=runs_dir,
+        data=data,
+        hardware=hardware_from_args(args),
+        only=args.only,
+        force=args.force,
+        jobs=args.jobs,
+        wandb=args.wandb,
+        progress=args.progress,
+        deadline=stop_at,
+    )
     stopped = [r for r in records if r["status"] in ("interrupted", "not started")]
     unfinished = [r["run_id"] for r in stopped]
     if stopped and all(r.get("stopped_by") == "time limit" for r in stopped):
-        print(f"{experiment.id}: --stop-after time limit reached with {len(unfinished)} run(s) unfinished "
-              f"({', '.join(unfinished)}); checkpoints saved. Run the same command again to continue.")
+        print(
+            f"{experiment.id}: --stop-after time limit reached with {len(unfinished)} run(s) unfinished "
+            f"({', '.join(unfinished)}); checkpoints saved. Run the same command again to continue."
+        )
         return EXIT_TIME_LIMIT
     if unfinished:
         print(f"{experiment.id}: interrupted; checkpoint saved. Run the same command again to resume.")
         return 130
     if args.only is not None:
-        print(f"trained {args.only}; render the artifact once all its runs are done: resnet-repro report {experiment.id} --profile {profile.name}")
+        print(
+            f"trained {args.only}; render the artifact once all its runs are done: resnet-repro report {experiment.id} --profile {profile.name}"
+        )
         return 0
     written = render_experiment(experiment, profile, runs_dir, results_dir, wandb=args.wandb)
     write_results_index(results_dir)
-    print(f"{experiment.id} ({profile.name}) done in {format_duration(time.perf_counter() - started)}: "
-          + ", ".join(str(p) for p in written))
+    print(
+        f"{experiment.id} ({profile.name}) done in {format_duration(time.perf_counter() - started)}: "
+        + ", ".join(str(p) for p in written)
+    )
     return 0
 
 
@@ -116,5 +135,7 @@ def print_plan(experiment: Experiment, profile_name: str) -> None:
     skipped = skipped_models(experiment, profile)
     if skipped:
         print(f"  not in this profile: {', '.join(skipped)}")
-    print(f"  total {sum(flops) / 1e15:.2f} PFLOP: about {hours:.1f} h on a 2-core CPU at {CPU_GFLOPS:.0f} GFLOP/s "
-          "(a GPU's rate for these small nets is not measured yet)")
+    print(
+        f"  total {sum(flops) / 1e15:.2f} PFLOP: about {hours:.1f} h on a 2-core CPU at {CPU_GFLOPS:.0f} GFLOP/s "
+        "(a GPU's rate for these small nets is not measured yet)"
+    )

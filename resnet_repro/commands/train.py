@@ -16,7 +16,9 @@ def _milestones(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(m) for m in text.split(",") if m.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"milestones must be comma-separated iterations, e.g. 32000,48000; got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"milestones must be comma-separated iterations, e.g. 32000,48000; got {text!r}"
+        )
 
 
 def parse_duration(text: str) -> float:
@@ -30,25 +32,41 @@ def parse_duration(text: str) -> float:
 def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags that change a run's numbers (Sec. 4.2 defaults)."""
     d, s = TrainSpec(), Schedule()
-    parser.add_argument("--iterations", type=int, default=s.max_iters, help="stop after this many iterations (paper: 64000)")
-    parser.add_argument("--milestones", type=_milestones, default=None,
-                        help="iterations where lr is divided by 10 (paper: 32000,48000; default: 50%%,75%% of --iterations)")
+    parser.add_argument(
+        "--iterations", type=int, default=s.max_iters, help="stop after this many iterations (paper: 64000)"
+    )
+    parser.add_argument(
+        "--milestones",
+        type=_milestones,
+        default=None,
+        help="iterations where lr is divided by 10 (paper: 32000,48000; default: 50%%,75%% of --iterations)",
+    )
     parser.add_argument("--lr", type=float, default=s.lr, help="base learning rate (paper: 0.1)")
-    parser.add_argument("--warmup", choices=["auto", "on", "off"], default=s.warmup,
-                        help="lr 0.01 until train error < 80%% (auto: 110+ layers, as the paper)")
+    parser.add_argument(
+        "--warmup",
+        choices=["auto", "on", "off"],
+        default=s.warmup,
+        help="lr 0.01 until train error < 80%% (auto: 110+ layers, as the paper)",
+    )
     parser.add_argument("--batch-size", type=int, default=d.batch_size, help="global mini-batch (paper: 128)")
     parser.add_argument("--shortcut", choices=["A", "B", "C"], default=None, help="shortcut option (CIFAR default: A)")
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--eval-every", type=int, default=d.eval_every, help="iterations between test evaluations")
     parser.add_argument("--log-every", type=int, default=d.log_every, help="iterations per logged train loss/error")
     parser.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
-    parser.add_argument("--val-split", type=int, default=0, help="hold out N training images (the paper's protocol: 5000)")
+    parser.add_argument(
+        "--val-split", type=int, default=0, help="hold out N training images (the paper's protocol: 5000)"
+    )
     parser.add_argument("--normalize", choices=["per-pixel-mean", "per-channel"], default="per-pixel-mean")
     parser.add_argument("--no-augment", dest="augment", action="store_false", help="disable crop+flip augmentation")
 
 
 def add_hardware_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", default=None, help="CIFAR-10 source: torchvision root, ImageFolder dir or .tar/.tar.gz/.zip (default: $RESNET_REPRO_DATA)")
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="CIFAR-10 source: torchvision root, ImageFolder dir or .tar/.tar.gz/.zip (default: $RESNET_REPRO_DATA)",
+    )
     parser.add_argument("--data-root", default=None, help="cache directory (default: ~/.cache/resnet-repro)")
     parser.add_argument("--accelerator", default="auto", help="cpu, gpu or auto (Lightning)")
     parser.add_argument("--devices", default="1", help="device count or list (Lightning)")
@@ -57,29 +75,58 @@ def add_hardware_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", default="32-true", help="32-true (the paper's, default), bf16-mixed, 16-mixed")
     parser.add_argument("--deterministic", action="store_true", help="deterministic kernels (slower)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the network (a speed option; numerics may differ slightly)")
-    parser.add_argument("--wandb", choices=["on", "offline", "off"], default="on",
-                        help="on: online if logged in, else offline; off: local logs only")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the network (a speed option; numerics may differ slightly)",
+    )
+    parser.add_argument(
+        "--wandb",
+        choices=["on", "offline", "off"],
+        default="on",
+        help="on: online if logged in, else offline; off: local logs only",
+    )
     parser.add_argument("--no-progress", dest="progress", action="store_false")
-    parser.add_argument("--stop-after", type=parse_duration, default=None, metavar="DURATION",
-                        help="checkpoint and stop once this much time has passed since the command started "
-                             "(540, 9m, 1.5h): for time-limited jobs; the same command resumes; exit status 3")
+    parser.add_argument(
+        "--stop-after",
+        type=parse_duration,
+        default=None,
+        metavar="DURATION",
+        help="checkpoint and stop once this much time has passed since the command started "
+        "(540, 9m, 1.5h): for time-limited jobs; the same command resumes; exit status 3",
+    )
 
 
 def spec_from_args(args, model: str) -> TrainSpec:
     schedule = Schedule(lr=args.lr, warmup=args.warmup)
     if args.milestones is None:  # the paper's shape over --iterations (at 64000: the paper's own milestones)
         if args.iterations < 3:
-            raise UserError(f"--iterations {args.iterations} is too short for the default lr drops at 50% and 75%: "
-                            "train at least 3 iterations, or give --milestones")
+            raise UserError(
+                f"--iterations {args.iterations} is too short for the default lr drops at 50% and 75%: "
+                "train at least 3 iterations, or give --milestones"
+            )
         schedule = schedule.scaled(args.iterations)
     else:
         schedule = dataclasses.replace(schedule, max_iters=args.iterations, milestones=args.milestones)
-    data = DataConfig(data=args.data, root=args.data_root, val_split=args.val_split, normalize=args.normalize,
-                      augment=args.augment, full=not args.allow_partial)
-    return TrainSpec(model=model, shortcut=args.shortcut, schedule=schedule, batch_size=args.batch_size,
-                     seed=args.seed, data=data, log_every=args.log_every, eval_every=args.eval_every,
-                     checkpoint_every=args.checkpoint_every)
+    data = DataConfig(
+        data=args.data,
+        root=args.data_root,
+        val_split=args.val_split,
+        normalize=args.normalize,
+        augment=args.augment,
+        full=not args.allow_partial,
+    )
+    return TrainSpec(
+        model=model,
+        shortcut=args.shortcut,
+        schedule=schedule,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        data=data,
+        log_every=args.log_every,
+        eval_every=args.eval_every,
+        checkpoint_every=args.checkpoint_every,
+    )
 
 
 EXIT_TIME_LIMIT = 3  # stopped by --stop-after with work left: run the same command again (with --resume for train)
@@ -93,19 +140,30 @@ def deadline(args) -> float | None:
 def hardware_from_args(args):
     from resnet_repro.training import Hardware
 
-    return Hardware(accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes,
-                    strategy=args.strategy, precision=args.precision, deterministic=args.deterministic,
-                    threads=args.threads, compile=args.compile)
+    return Hardware(
+        accelerator=args.accelerator,
+        devices=args.devices,
+        num_nodes=args.num_nodes,
+        strategy=args.strategy,
+        precision=args.precision,
+        deterministic=args.deterministic,
+        threads=args.threads,
+        compile=args.compile,
+    )
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("train", help="train one model on CIFAR-10 (Sec. 4.2 protocol by default)",
-                                   description=__doc__)
+    parser = subparsers.add_parser(
+        "train", help="train one model on CIFAR-10 (Sec. 4.2 protocol by default)", description=__doc__
+    )
     parser.add_argument("model", help="e.g. resnet20, plain56, resnet110 (see `resnet-repro models`)")
     add_spec_arguments(parser)
     add_hardware_arguments(parser)
-    parser.add_argument("--allow-partial", action="store_true",
-                        help="accept a source without all 60,000 images (tests and tiny runs only)")
+    parser.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="accept a source without all 60,000 images (tests and tiny runs only)",
+    )
     parser.add_argument("--out", default="runs", help="runs directory; the run goes to OUT/MODEL-sSEED")
     parser.add_argument("--name", default=None, help="run directory name (default: MODEL-sSEED)")
     parser.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
@@ -120,8 +178,9 @@ def run(args) -> int:
     stop_at = deadline(args)
     spec = spec_from_args(args, args.model)
     run_dir = Path(args.out) / (args.name or f"{args.model}-s{args.seed}")
-    options = RunOptions(run_dir=run_dir, resume=args.resume, wandb=args.wandb, progress=args.progress,
-                         deadline=stop_at)
+    options = RunOptions(
+        run_dir=run_dir, resume=args.resume, wandb=args.wandb, progress=args.progress, deadline=stop_at
+    )
     try:
         record = train(spec, options, hardware_from_args(args))
     except NonFiniteLossError as exc:
@@ -135,10 +194,14 @@ def run(args) -> int:
     where = f"logs in {run_dir}/ (metrics.csv, run.json)"
     if record["status"] == "interrupted":
         why = "stopped at the --stop-after time limit" if record["stopped_by"] == "time limit" else "interrupted"
-        print(f"{args.model}: {why} at iteration {record['iterations']}; checkpoint saved, "
-              f"continue with the same command plus --resume; {where}")
+        print(
+            f"{args.model}: {why} at iteration {record['iterations']}; checkpoint saved, "
+            f"continue with the same command plus --resume; {where}"
+        )
         return EXIT_TIME_LIMIT if record["stopped_by"] == "time limit" else 130
-    print(f"{args.model} seed {spec.seed}: test error {final.get('test/error', float('nan')):.2f}% "
-          f"(train {final.get('train/error', float('nan')):.2f}%) after {record['iterations']} iterations "
-          f"in {format_duration(record['wall_time_s'])}; {where}")
+    print(
+        f"{args.model} seed {spec.seed}: test error {final.get('test/error', float('nan')):.2f}% "
+        f"(train {final.get('train/error', float('nan')):.2f}%) after {record['iterations']} iterations "
+        f"in {format_duration(record['wall_time_s'])}; {where}"
+    )
     return 0

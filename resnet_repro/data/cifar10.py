@@ -43,8 +43,16 @@ class TrainBatches(IterableDataset):
     training set per pass, so passes wrap like Caffe's data layer (no dropped or short batches).
     """
 
-    def __init__(self, n_images: int, batch_size: int, seed: int, stop: int, rank: int = 0, world_size: int = 1,
-                 start_fn=lambda: 0):
+    def __init__(
+        self,
+        n_images: int,
+        batch_size: int,
+        seed: int,
+        stop: int,
+        rank: int = 0,
+        world_size: int = 1,
+        start_fn=lambda: 0,
+    ):
         if batch_size % world_size:
             raise UserError(f"batch size {batch_size} must divide evenly over {world_size} devices")
         self.n, self.batch_size, self.seed, self.stop = n_images, batch_size, seed, stop
@@ -72,7 +80,9 @@ class TrainBatches(IterableDataset):
         g = torch.Generator().manual_seed(_stream_seed(self.seed, 2, iteration))
         crop = torch.randint(0, 2 * PAD + 1, (self.batch_size, 2), generator=g)
         flip = torch.randint(0, 2, (self.batch_size,), generator=g).bool()
-        share = slice(self.rank * self.batch_size // self.world_size, (self.rank + 1) * self.batch_size // self.world_size)
+        share = slice(
+            self.rank * self.batch_size // self.world_size, (self.rank + 1) * self.batch_size // self.world_size
+        )
         return {"split": "train", "index": index[share], "crop": crop[share], "flip": flip[share]}
 
     def __iter__(self):
@@ -114,10 +124,14 @@ def crop_and_flip(images: torch.Tensor, crop: torch.Tensor, flip: torch.Tensor, 
 class CIFAR10DataModule(pl.LightningDataModule):
     """CIFAR-10 (Sec. 4.2): decoded once, resident on the device, augmented there in batches."""
 
-    def __init__(self, config: DataConfig, *, batch_size: int, max_iters: int, seed: int, arrays: CifarArrays | None = None):
+    def __init__(
+        self, config: DataConfig, *, batch_size: int, max_iters: int, seed: int, arrays: CifarArrays | None = None
+    ):
         super().__init__()
         if config.normalize not in ("per-pixel-mean", "per-channel"):
-            raise UserError(f"unknown normalisation {config.normalize!r}: use per-pixel-mean (the paper's) or per-channel")
+            raise UserError(
+                f"unknown normalisation {config.normalize!r}: use per-pixel-mean (the paper's) or per-channel"
+            )
         self.config, self.batch_size, self.max_iters, self.seed = config, batch_size, max_iters, seed
         self.arrays = arrays
         self._split: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -165,13 +179,22 @@ class CIFAR10DataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         rank, world = self._rank()
-        batches = TrainBatches(len(self._split["train"][0]), self.batch_size, self.seed, self.max_iters, rank, world,
-                               start_fn=lambda: self.trainer.global_step if self.trainer is not None else 0)
+        batches = TrainBatches(
+            len(self._split["train"][0]),
+            self.batch_size,
+            self.seed,
+            self.max_iters,
+            rank,
+            world,
+            start_fn=lambda: self.trainer.global_step if self.trainer is not None else 0,
+        )
         return DataLoader(batches, batch_size=None)
 
     def _eval_loader(self, split: str) -> DataLoader:
         rank, world = self._rank()
-        return DataLoader(EvalBatches(split, len(self._split[split][0]), self.config.eval_batch_size, rank, world), batch_size=None)
+        return DataLoader(
+            EvalBatches(split, len(self._split[split][0]), self.config.eval_batch_size, rank, world), batch_size=None
+        )
 
     def val_dataloader(self) -> list[DataLoader]:
         """The test set (the paper's curves are test error), then the held-out validation set if any."""
@@ -207,5 +230,9 @@ class CIFAR10DataModule(pl.LightningDataModule):
 
     def state_dict(self) -> dict:
         """Stored in checkpoints so an evaluation can normalise exactly as training did."""
-        return {"mean": self.mean.cpu(), "std": self.std.cpu(), "source": self.source,
-                "val_indices": None if self.val_indices is None else self.val_indices.tolist()}
+        return {
+            "mean": self.mean.cpu(),
+            "std": self.std.cpu(),
+            "source": self.source,
+            "val_indices": None if self.val_indices is None else self.val_indices.tolist(),
+        }

@@ -27,8 +27,16 @@ from resnet_repro.errors import DataError
 
 # CIFAR-10's own label order (batches.meta), which is also alphabetical.
 CIFAR10_CLASSES = (
-    "airplane", "automobile", "bird", "cat", "deer",
-    "dog", "frog", "horse", "ship", "truck",
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
 )
 SPLITS = ("train", "test")
 PER_CLASS = {"train": 5000, "test": 1000}
@@ -50,8 +58,15 @@ KNOWN_COPIES = {
 }
 OFFICIAL_BATCHES = "official CIFAR-10 python batches"
 BATCH_DIR = "cifar-10-batches-py"
-BATCH_FILES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5",
-               "test_batch", "batches.meta")
+BATCH_FILES = (
+    "data_batch_1",
+    "data_batch_2",
+    "data_batch_3",
+    "data_batch_4",
+    "data_batch_5",
+    "test_batch",
+    "batches.meta",
+)
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
 CACHE_FORMAT = 1
 _SOURCE_HELP = (
@@ -137,13 +152,22 @@ def load_cifar10(
     if not hit:
         _write_atomically(entry, cache)
     info = {
-        "path": str(source.path), "kind": source.kind, "sha256": sha256,
-        "jpeg_copy": entry["jpeg_copy"], "known": known, "cache": str(cache),
-        "train": len(entry["train_labels"]), "test": len(entry["test_labels"]),
+        "path": str(source.path),
+        "kind": source.kind,
+        "sha256": sha256,
+        "jpeg_copy": entry["jpeg_copy"],
+        "known": known,
+        "cache": str(cache),
+        "train": len(entry["train_labels"]),
+        "test": len(entry["test_labels"]),
     }
     return CifarArrays(
-        entry["train_images"], entry["train_labels"], entry["test_images"], entry["test_labels"],
-        CIFAR10_CLASSES, info,
+        entry["train_images"],
+        entry["train_labels"],
+        entry["test_images"],
+        entry["test_labels"],
+        CIFAR10_CLASSES,
+        info,
     )
 
 
@@ -169,8 +193,11 @@ def _imagefolder_files(base: Path) -> list[str]:
     for split in SPLITS:
         for class_dir in sorted((base / split).iterdir()):
             if class_dir.is_dir() and not _hidden(class_dir.name):
-                files += [f"{split}/{class_dir.name}/{f.name}" for f in sorted(class_dir.iterdir())
-                          if f.is_file() and not _hidden(f.name)]
+                files += [
+                    f"{split}/{class_dir.name}/{f.name}"
+                    for f in sorted(class_dir.iterdir())
+                    if f.is_file() and not _hidden(f.name)
+                ]
     return files
 
 
@@ -194,8 +221,10 @@ def _source_hash(source: Source) -> tuple[str, str | None]:
     else:
         missing = [f for f in BATCH_FILES if not (source.path / f).is_file()]
         if missing:
-            raise DataError(f"torchvision CIFAR-10 root {source.path} lacks {', '.join(missing)}; "
-                            "re-download it or point --data at a complete copy")
+            raise DataError(
+                f"torchvision CIFAR-10 root {source.path} lacks {', '.join(missing)}; "
+                "re-download it or point --data at a complete copy"
+            )
         md5s: dict[str, str] = {}
         sha256 = _hash_files(source.path, list(BATCH_FILES), md5s)
         official = _official_md5s()
@@ -267,8 +296,9 @@ def _read_archive(path: Path) -> dict[str, bytes]:
         with tarfile.open(path, "r:*") as tf:
             return {m.name: tf.extractfile(m).read() for m in tf if m.isfile()}
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, OSError) as exc:
-        raise DataError(f"cannot read archive {path} ({_one_line(exc)}); "
-                        "it is corrupt or truncated: download or re-create it") from None
+        raise DataError(
+            f"cannot read archive {path} ({_one_line(exc)}); it is corrupt or truncated: download or re-create it"
+        ) from None
 
 
 def _decode_imagefolder(files: dict[str, bytes], where: str, progress: bool) -> dict:
@@ -316,8 +346,9 @@ def _check_classes(splits: set[str], groups: dict, where: str) -> None:
         if extra := sorted(found - set(CIFAR10_CLASSES)):
             problems.append(f"{split}/ has unknown class {', '.join(extra)}")
     if problems:
-        raise DataError(f"{where} is not CIFAR-10 shaped: {'; '.join(problems)} "
-                        f"(classes must be {', '.join(CIFAR10_CLASSES)})")
+        raise DataError(
+            f"{where} is not CIFAR-10 shaped: {'; '.join(problems)} (classes must be {', '.join(CIFAR10_CLASSES)})"
+        )
 
 
 STALE_TEMP_SECONDS = 3600.0
@@ -347,8 +378,9 @@ def _decode_images(items: list[tuple[str, bytes]], progress: bool) -> tuple[torc
             with Image.open(io.BytesIO(data)) as img:
                 if img.size != (32, 32) or img.mode not in ("RGB", "L", "P"):
                     w, h = img.size
-                    raise DataError(f"{name} is {w}x{h} {img.mode}, but CIFAR-10 images are 32x32 RGB; "
-                                    "remove or replace it")
+                    raise DataError(
+                        f"{name} is {w}x{h} {img.mode}, but CIFAR-10 images are 32x32 RGB; remove or replace it"
+                    )
                 formats.add(img.format)
                 pixels[i] = np.asarray(img.convert("RGB"))
         except (OSError, ValueError, SyntaxError) as exc:  # what PIL raises for broken files
@@ -358,6 +390,7 @@ def _decode_images(items: list[tuple[str, bytes]], progress: bool) -> tuple[torc
 
 def _read_batches(files: dict[str, bytes], where: str) -> dict:
     """Read torchvision's pickled CIFAR-10 batches (the original, lossless pixels)."""
+
     # Read directly rather than through torchvision.datasets.CIFAR10: its md5 check admits only the
     # official files, while a subset or re-packed copy should load too (known=None says which).
     def unpickle(name):
@@ -379,8 +412,10 @@ def _read_batches(files: dict[str, bytes], where: str) -> dict:
             batch = unpickle(name)
             data = np.asarray(batch["data"], dtype=np.uint8)
             if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(batch["labels"]) != len(data):
-                raise DataError(f"{where}{name} holds data of shape {data.shape} with {len(batch['labels'])} "
-                                "labels, not N x 3072 pixels (32x32 RGB) and N labels; re-download it")
+                raise DataError(
+                    f"{where}{name} holds data of shape {data.shape} with {len(batch['labels'])} "
+                    "labels, not N x 3072 pixels (32x32 RGB) and N labels; re-download it"
+                )
             images.append(torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()))  # rows are R, G, B planes
             labels += list(batch["labels"])
         entry[f"{split}_images"] = torch.cat(images)
@@ -402,8 +437,9 @@ def _check_counts(train_labels: torch.Tensor, test_labels: torch.Tensor, full: b
         found.append(f"{split} {len(labels)}" + (f" ({', '.join(odd)}{others})" if odd else ""))
     if wrong:
         need = "50000 train / 10000 test, 5000 / 1000 per class" if full else "every class in both splits"
-        raise DataError(f"CIFAR-10 at {path} is incomplete: need {need}; found {', '.join(found)}; "
-                        "point --data at a complete copy")
+        raise DataError(
+            f"CIFAR-10 at {path} is incomplete: need {need}; found {', '.join(found)}; point --data at a complete copy"
+        )
 
 
 # --- the cache ---------------------------------------------------------------------------------
@@ -418,11 +454,15 @@ def _read_cache(cache: Path, sha256: str) -> dict | None:
     except Exception:
         return None  # unreadable (older format, disk damage): decode again and overwrite
     try:
-        ok = entry["format"] == CACHE_FORMAT and entry["sha256"] == sha256 and all(
-            entry[f"{s}_images"].dtype == torch.uint8
-            and entry[f"{s}_images"].shape[1:] == (3, 32, 32)
-            and len(entry[f"{s}_images"]) == len(entry[f"{s}_labels"])
-            for s in SPLITS
+        ok = (
+            entry["format"] == CACHE_FORMAT
+            and entry["sha256"] == sha256
+            and all(
+                entry[f"{s}_images"].dtype == torch.uint8
+                and entry[f"{s}_images"].shape[1:] == (3, 32, 32)
+                and len(entry[f"{s}_images"]) == len(entry[f"{s}_labels"])
+                for s in SPLITS
+            )
         )
     except (TypeError, KeyError, AttributeError):
         ok = False
@@ -436,8 +476,9 @@ def _write_atomically(entry: dict, cache: Path) -> None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{cache.name}.", suffix=".tmp", dir=cache.parent)
     except OSError as exc:
-        raise DataError(f"cannot write the CIFAR-10 cache in {cache.parent} ({_one_line(exc)}); "
-                        f"set {HOME_ENV} to a writable folder") from None
+        raise DataError(
+            f"cannot write the CIFAR-10 cache in {cache.parent} ({_one_line(exc)}); set {HOME_ENV} to a writable folder"
+        ) from None
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(entry, f)
@@ -449,6 +490,8 @@ def _write_atomically(entry: dict, cache: Path) -> None:
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(exc, OSError):
-            raise DataError(f"cannot write the CIFAR-10 cache {cache} ({_one_line(exc)}); "
-                            f"free some space or set {HOME_ENV} to another folder") from None
+            raise DataError(
+                f"cannot write the CIFAR-10 cache {cache} ({_one_line(exc)}); "
+                f"free some space or set {HOME_ENV} to another folder"
+            ) from None
         raise

@@ -69,9 +69,7 @@ def check_shortcut(option: str | None) -> None:
         )
 
 
-def make_shortcut(
-    option: str | None, in_channels: int, out_channels: int, stride: int
-) -> nn.Module | None:
+def make_shortcut(option: str | None, in_channels: int, out_channels: int, stride: int) -> nn.Module | None:
     """The shortcut for one block under option A/B/C, or None for a plain block."""
     check_shortcut(option)
     if option is None:
@@ -167,9 +165,7 @@ def make_stage(
     """One stage: `num_blocks` blocks on one feature-map size; the first one downsamples."""
     blocks = []
     for index in range(num_blocks):
-        blocks.append(
-            block(in_channels, width, stride if index == 0 else 1, shortcut, **block_kwargs)
-        )
+        blocks.append(block(in_channels, width, stride if index == 0 else 1, shortcut, **block_kwargs))
         in_channels = width * block.expansion
     return nn.Sequential(*blocks)
 
@@ -198,10 +194,6 @@ def layer_response_bns(model: nn.Module) -> list[tuple[str, nn.BatchNorm2d]]:
         for name, conv in module.named_children():
             bn_name = "bn" + name.removeprefix("conv")
             bn = getattr(module, bn_name, None) if name.startswith("conv") else None
-            if (
-                isinstance(conv, nn.Conv2d)
-                and conv.kernel_size == (3, 3)
-                and isinstance(bn, nn.BatchNorm2d)
-            ):
+            if isinstance(conv, nn.Conv2d) and conv.kernel_size == (3, 3) and isinstance(bn, nn.BatchNorm2d):
                 found.append((f"{prefix}.{bn_name}" if prefix else bn_name, bn))
     return found

@@ -46,15 +46,12 @@ class ImageNetResNet(nn.Module):
         super().__init__()
         if depth not in STAGE_BLOCKS:
             raise UnknownModelError(
-                f"ImageNet depth {depth} is not in Table 1: valid are "
-                f"{', '.join(map(str, STAGE_BLOCKS))}"
+                f"ImageNet depth {depth} is not in Table 1: valid are {', '.join(map(str, STAGE_BLOCKS))}"
             )
         check_shortcut(shortcut)
         bottleneck = depth >= 50
         if not bottleneck and not stride_in_1x1:
-            raise UserError(
-                f"stride_in_1x1 applies only to bottleneck nets (50, 101, 152 layers), not {depth}"
-            )
+            raise UserError(f"stride_in_1x1 applies only to bottleneck nets (50, 101, 152 layers), not {depth}")
         block = Bottleneck if bottleneck else BasicBlock
         block_kwargs = {"stride_in_1x1": stride_in_1x1} if bottleneck else {}
         self.depth = depth
@@ -63,13 +60,9 @@ class ImageNetResNet(nn.Module):
         self.relu = nn.ReLU()
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         in_channels = 64
-        for index, (width, num_blocks) in enumerate(
-            zip(STAGE_WIDTHS, STAGE_BLOCKS[depth], strict=True), 1
-        ):
+        for index, (width, num_blocks) in enumerate(zip(STAGE_WIDTHS, STAGE_BLOCKS[depth], strict=True), 1):
             stride = 1 if index == 1 else 2  # conv3_1, conv4_1, conv5_1 downsample (Table 1)
-            stage = make_stage(
-                block, in_channels, width, num_blocks, stride, shortcut, **block_kwargs
-            )
+            stage = make_stage(block, in_channels, width, num_blocks, stride, shortcut, **block_kwargs)
             setattr(self, f"layer{index}", stage)
             in_channels = width * block.expansion
         self.avgpool = nn.AdaptiveAvgPool2d(1)

@@ -83,18 +83,12 @@ def build_model(name: str, **kwargs) -> nn.Module:
         kwargs.pop("shortcut", None)
     elif "shortcut" in kwargs and kwargs["shortcut"] is None:
         raise UserError(
-            f"{name} needs a shortcut option A, B or C; the net without shortcuts is "
-            f"{name.replace('resnet', 'plain')}"
+            f"{name} needs a shortcut option A, B or C; the net without shortcuts is {name.replace('resnet', 'plain')}"
         )
-    valid = [
-        p for p in inspect.signature(info.builder).parameters if info.residual or p != "shortcut"
-    ]
+    valid = [p for p in inspect.signature(info.builder).parameters if info.residual or p != "shortcut"]
     unknown = sorted(set(kwargs) - set(valid))
     if unknown:
-        raise UserError(
-            f"{name} does not take {', '.join(unknown)}: "
-            f"valid keyword arguments are {', '.join(valid)}"
-        )
+        raise UserError(f"{name} does not take {', '.join(unknown)}: valid keyword arguments are {', '.join(valid)}")
     return info.builder(**kwargs)
 
 
@@ -112,9 +106,7 @@ def _imagenet_info(depth: int, residual: bool) -> ModelInfo:
     default = imagenet.default_shortcut(depth) if residual else None
     if depth >= 50:
 
-        def build(
-            shortcut: str | None = default, num_classes: int = 1000, stride_in_1x1: bool = True
-        ) -> nn.Module:
+        def build(shortcut: str | None = default, num_classes: int = 1000, stride_in_1x1: bool = True) -> nn.Module:
             return imagenet.ImageNetResNet(depth, shortcut, num_classes, stride_in_1x1)
 
     else:
