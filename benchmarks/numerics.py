@@ -116,7 +116,7 @@ def train_variants(args, variants: list[str]) -> tuple[pd.DataFrame | None, list
     )
     unfinished = [
         f"{run.run_dir.parent.name}/{record['run_id']}"
-        for run, record in zip(todo, records)
+        for run, record in zip(todo, records, strict=True)
         if record["status"] in ("interrupted", "not started")
     ]
     if unfinished:

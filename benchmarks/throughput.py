@@ -351,7 +351,7 @@ def summarise(raw: pd.DataFrame, gemm: list[float], mult_adds: dict[str, int], m
     for column, base in (("vs_conventional", "conventional"), ("vs_ours_plain", "ours-plain")):
         table[column] = [
             medians[m, p] / medians[m, base] if (m, base) in medians.index else float("nan")
-            for m, p in zip(table["model"], table["path"])
+            for m, p in zip(table["model"], table["path"], strict=True)
         ]
     return table[CSV_COLUMNS]
 
@@ -396,7 +396,7 @@ def render(table: pd.DataFrame, gemm: list[float], info: dict) -> str:
         f"training measurements: median {statistics.median(gemm):.1f} GFLOP/s [{min(gemm):.1f}–{max(gemm):.1f}] "
         f"over {len(gemm)} products. Achieved GFLOP/s = 3 x forward multiply-adds x 2 x images/s "
         "(backward counted as twice the forward); forward multiply-adds per image: "
-        + ", ".join(f"{m} {v / 1e6:.1f}M" for m, v in dict(zip(table.model, table.mult_adds)).items())
+        + ", ".join(f"{m} {v / 1e6:.1f}M" for m, v in dict(zip(table.model, table.mult_adds, strict=True)).items())
         + "."
         + (
             ""

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from resnet_repro.models import build_model, model_info
+from resnet_repro.responses import LayerResponses
 from resnet_repro.schedules import WARMUP_UNTIL_TRAIN_ERROR, warmup_applies, warmup_step_lr
 from resnet_repro.spec import TrainSpec
 
@@ -40,6 +41,8 @@ class ClassifierModule(pl.LightningModule):
         self.last_eval: dict[str, float] = {}
         self._reset_running()
         self._eval_sums: dict[str, torch.Tensor] = {}
+        self._responses: LayerResponses | None = None
+        self.layer_responses: list[dict] = []  # Fig. 7: std of each 3x3 layer's response at the last iterate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -133,26 +136,41 @@ class ClassifierModule(pl.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self._eval_started = time.perf_counter()
         self._eval_sums = {}
+        if self.global_step == self.spec.schedule.max_iters:  # the last iterate: Fig. 7's responses too
+            self._responses = LayerResponses(self.model)
 
     def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         x, y, split = batch
+        if self._responses is not None:
+            self._responses.active = split == "test"
         logits = self(x)
+        top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
         row = torch.stack(
             [
                 F.cross_entropy(logits, y, reduction="sum"),
                 (logits.argmax(1) != y).sum().float(),
+                (top5 != y[:, None]).all(1).sum().float(),
                 torch.tensor(float(len(y)), device=y.device),
             ]
         )
         self._eval_sums[split] = self._eval_sums[split] + row if split in self._eval_sums else row
 
     def on_validation_epoch_end(self) -> None:
+        reduce = self.trainer.strategy.reduce
         for split, sums in self._eval_sums.items():
-            loss_sum, wrong_sum, seen = self.trainer.strategy.reduce(sums, reduce_op="sum").tolist()
+            loss_sum, wrong_sum, wrong5_sum, seen = reduce(sums, reduce_op="sum").tolist()
+            if not math.isfinite(loss_sum):  # finite training loss, non-finite evaluation: diverged all the same
+                raise NonFiniteLossError(f"{split} loss became {loss_sum / seen} at iteration {self.global_step}")
             self.last_eval[f"{split}/error"] = 100.0 * wrong_sum / seen
+            self.last_eval[f"{split}/top5_error"] = 100.0 * wrong5_sum / seen
             self.last_eval[f"{split}/loss"] = loss_sum / seen
             self.log(f"{split}/error", self.last_eval[f"{split}/error"], prog_bar=(split == "test"))
+            self.log(f"{split}/top5_error", self.last_eval[f"{split}/top5_error"])
             self.log(f"{split}/loss", self.last_eval[f"{split}/loss"])
+        if self._responses is not None:
+            self.layer_responses = self._responses.result(lambda t: reduce(t, reduce_op="sum"))
+            self._responses.remove()
+            self._responses = None
         # Inside fit Lightning logs an evaluation at step global_step - 1, but a separate trainer.validate()
         # of the last iterate at global_step. Logging "step" (Lightning's documented override of the x
         # value) puts both on the iteration evaluated, minus one like the train rows (records adds the 1).
@@ -172,6 +190,7 @@ class ClassifierModule(pl.LightningModule):
         checkpoint["warmup_ended_at"] = self.warmup_ended_at
         checkpoint["last_train"] = self.last_train
         checkpoint["last_eval"] = self.last_eval
+        checkpoint["layer_responses"] = self.layer_responses
         # A Ctrl-C checkpoint can fall inside a logging interval: keep its running sums so the resumed run
         # logs the same running mean as an uninterrupted one.
         checkpoint["running_sums"] = [
@@ -182,6 +201,7 @@ class ClassifierModule(pl.LightningModule):
         self.warmup_ended_at = checkpoint.get("warmup_ended_at")
         self.last_train = checkpoint.get("last_train", {})
         self.last_eval = checkpoint.get("last_eval", {})
+        self.layer_responses = checkpoint.get("layer_responses", [])
         # Python numbers: the first `+=` in training_step turns them into tensors on the right device.
         self._loss_sum, self._wrong_sum, self._seen = checkpoint.get("running_sums", (None, None, None))
         self._untimed = self._seen or 0

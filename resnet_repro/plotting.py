@@ -181,7 +181,7 @@ def plot_error_curves(
     missing = missing_models(curves, models, seed=seed)
     text = _footer_text(curves, models, missing, seed, footer, "dashed = training error, bold = test error")
     fig, axes = _new_figure(len(panels), text, title)
-    for ax, (title, panel_models) in zip(axes, panels):
+    for ax, (title, panel_models) in zip(axes, panels, strict=True):
         for model in panel_models:
             if model in missing:
                 continue

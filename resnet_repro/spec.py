@@ -47,7 +47,7 @@ class TrainSpec:
             raise UserError(f"--iterations must be positive, got {s.max_iters}")
         if s.lr <= 0:
             raise UserError(f"--lr must be positive, got {s.lr}")
-        increasing = all(a < b for a, b in zip(s.milestones, s.milestones[1:]))
+        increasing = all(a < b for a, b in zip(s.milestones, s.milestones[1:], strict=False))
         if not increasing or any(m <= 0 or m >= s.max_iters for m in s.milestones):
             raise UserError(
                 f"--milestones {','.join(map(str, s.milestones))} must increase and lie strictly between 0 and --iterations {s.max_iters}"

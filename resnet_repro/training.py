@@ -221,7 +221,11 @@ def train(spec: TrainSpec, options: RunOptions, hardware: Hardware = Hardware(),
     pl.seed_everything(spec.seed, workers=True, verbose=False)
     module = ClassifierModule(spec)  # unknown model names fail here, before anything is written
     dm = datamodule or CIFAR10DataModule(
-        spec.data, batch_size=spec.batch_size, max_iters=spec.schedule.max_iters, seed=spec.seed
+        spec.data,
+        batch_size=spec.batch_size,
+        max_iters=spec.schedule.max_iters,
+        seed=spec.seed,
+        channels_last=spec.channels_last,
     )
     dm.prepare_data()
     dm.setup("fit")  # data errors surface here, before the run directory exists
@@ -348,6 +352,7 @@ def train(spec: TrainSpec, options: RunOptions, hardware: Hardware = Hardware(),
         else None,
         warmup=module.warmup,
         warmup_end_iter=module.warmup_ended_at,
+        layer_responses=module.layer_responses or None,  # Fig. 7, at the last iterate
         final={
             **{k: v for k, v in module.last_train.items()},
             **{k: v for k, v in module.last_eval.items() if k != "step"},

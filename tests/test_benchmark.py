@@ -177,7 +177,7 @@ def test_numerics_smoke_trains_each_variant_on_the_same_seeds_and_reuses_them(
     ]
     assert numerics.main(args) == 0
     runs = pd.read_csv(tmp_path / "out" / "numerics.csv")
-    assert sorted(zip(runs["variant"], runs["seed"])) == [
+    assert sorted(zip(runs["variant"], runs["seed"], strict=True)) == [
         ("bf16-mixed", 0),
         ("bf16-mixed", 1),
         ("fp32", 0),

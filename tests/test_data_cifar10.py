@@ -265,3 +265,14 @@ def test_real_cifar_mean_image_of_the_45k_training_images(real_cifar):
     assert torch.allclose(dm.mean.double(), expected, atol=1e-5)
     # The widely quoted CIFAR-10 channel means (0.491, 0.482, 0.447) are this image's channel averages.
     assert torch.allclose(dm.mean.mean(dim=(1, 2)), torch.tensor([0.491, 0.482, 0.447]), atol=0.01)
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_datamodule_batches_follow_the_specs_memory_layout(tiny_cifar, channels_last):
+    dm = CIFAR10DataModule(
+        DataConfig(full=False), batch_size=8, max_iters=2, seed=0, arrays=tiny_cifar, channels_last=channels_last
+    )
+    dm.setup("fit")
+    x, _, _ = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
+    assert x.is_contiguous(memory_format=torch.channels_last) == channels_last
+    assert x.is_contiguous() != channels_last

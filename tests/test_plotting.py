@@ -6,9 +6,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 
-from resnet_repro.errors import UnknownModelError
-
 from resnet_repro import plotting
+from resnet_repro.errors import UnknownModelError
 
 FOOTER = "profile: smoke (max_iters 64000); data: cifar10-jpg q75 sha256:fdf0b4f6; commit: abc1234"
 FIG6 = [
@@ -63,7 +62,7 @@ def test_plot_error_curves_axes_in_paper_units():
 
 def test_plot_error_curves_dashed_train_bold_test():
     fig = plotting.plot_error_curves(curves_of(ALL), FIG6, footer=FOOTER)
-    for ax, (_, models) in zip(fig.axes, FIG6):
+    for ax, (_, models) in zip(fig.axes, FIG6, strict=True):
         assert len(ax.lines) == 2 * len(models)
         train, test = ax.lines[0::2], ax.lines[1::2]
         assert {line.get_linestyle() for line in train} == {"--"}

@@ -2,9 +2,9 @@
 
 import pytest
 
+from resnet_repro.errors import UserError
 from resnet_repro.schedules import step_lr, warmup_applies, warmup_step_lr
 from resnet_repro.spec import Schedule, TrainSpec
-from resnet_repro.errors import UserError
 
 PAPER = Schedule()  # Sec. 4.2: lr 0.1, /10 at 32k and 48k, stop at 64k
 

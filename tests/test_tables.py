@@ -9,7 +9,7 @@ from resnet_repro import tables
 
 
 def run(model, seed, test_error, *, train_error=1.0, profile="quick", shortcut="A", wall_time_s=100.0):
-    depth = int(model.lstrip("plainresnet"))
+    depth = int(model.removeprefix("plain").removeprefix("resnet"))
     n = (depth - 2) // 6
     return {
         "run_id": f"{model}-s{seed}",

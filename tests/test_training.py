@@ -24,6 +24,7 @@ from resnet_repro.cli import main
 from resnet_repro.data.cifar10 import CIFAR10DataModule, DataConfig
 from resnet_repro.data.sources import CIFAR10_CLASSES
 from resnet_repro.errors import UserError
+from resnet_repro.models import layer_response_bns
 from resnet_repro.module import ClassifierModule, NonFiniteLossError
 from resnet_repro.records import read_run
 from resnet_repro.schedules import step_lr
@@ -145,6 +146,8 @@ def test_train_writes_every_metric_column(finished_run):
         "test/loss",
         "val/error",
         "val/loss",
+        "test/top5_error",
+        "val/top5_error",
     ):
         assert column in raw.columns and raw[column].notna().any(), column
     assert (raw["throughput"].dropna() > 0).all()
@@ -167,6 +170,33 @@ def test_train_record_holds_config_provenance_and_status(finished_run, tiny_cifa
     assert saved["wall_time_s"] > 0 and saved["started"] and saved["finished"]
     assert saved["params"] == sum(p.numel() for p in ClassifierModule(spec).model.parameters())
     assert saved["warmup"] is False and saved["warmup_end_iter"] is None
+
+
+def test_train_top5_error_is_at_most_top1_error(finished_run):
+    _, record, _ = finished_run
+    for split in ("test", "val"):
+        assert 0 <= record["final"][f"{split}/top5_error"] <= record["final"][f"{split}/error"]
+
+
+def test_train_records_fig7_layer_responses_of_the_last_iterate_on_the_test_set(finished_run):
+    spec, record, run_dir = finished_run
+    responses = record["layer_responses"]
+    module = ClassifierModule.load_from_checkpoint(run_dir / "checkpoints" / "last.ckpt", map_location="cpu")
+    layers = layer_response_bns(module.model)
+    assert [r["layer"] for r in responses] == [name for name, _ in layers]  # resnet8: 7 layers
+    # The same statistic computed directly: the std of each BN's output over the whole test set.
+    dm = CIFAR10DataModule(spec.data, batch_size=16, max_iters=20, seed=spec.seed)
+    dm.setup("fit")
+    outputs = {name: [] for name, _ in layers}
+    handles = [bn.register_forward_hook(lambda m, i, o, n=name: outputs[n].append(o)) for name, bn in layers]
+    module.eval()
+    with torch.no_grad():
+        for batch in dm.val_dataloader()[0]:
+            module(dm.on_after_batch_transfer(batch, 0)[0])
+    for handle in handles:
+        handle.remove()
+    expected = [torch.cat(outputs[name]).double().std(unbiased=False).item() for name, _ in layers]
+    assert [r["std"] for r in responses] == pytest.approx(expected, rel=1e-5)
 
 
 def test_train_record_saves_the_val_split_it_held_out(finished_run, tiny_cifar):

@@ -130,7 +130,7 @@ def print_plan(experiment: Experiment, profile_name: str) -> None:
     flops = [estimated_cost(s.model, s.schedule.max_iters, s.batch_size) for s in specs]
     hours = sum(flops) / (CPU_GFLOPS * 1e9) / 3600
     print(f"{experiment.id} [{profile.name}]: {experiment.caption.split('. ')[0]}.")
-    for spec, f in zip(specs, flops):
+    for spec, f in zip(specs, flops, strict=True):
         print(f"  {run_id(spec):28s} {spec.schedule.max_iters:>6d} iterations  {f / 1e15:8.2f} PFLOP")
     skipped = skipped_models(experiment, profile)
     if skipped:

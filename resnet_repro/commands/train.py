@@ -18,7 +18,7 @@ def _milestones(text: str) -> tuple[int, ...]:
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"milestones must be comma-separated iterations, e.g. 32000,48000; got {text!r}"
-        )
+        ) from None
 
 
 def parse_duration(text: str) -> float:

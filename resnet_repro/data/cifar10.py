@@ -125,9 +125,17 @@ class CIFAR10DataModule(pl.LightningDataModule):
     """CIFAR-10 (Sec. 4.2): decoded once, resident on the device, augmented there in batches."""
 
     def __init__(
-        self, config: DataConfig, *, batch_size: int, max_iters: int, seed: int, arrays: CifarArrays | None = None
+        self,
+        config: DataConfig,
+        *,
+        batch_size: int,
+        max_iters: int,
+        seed: int,
+        arrays: CifarArrays | None = None,
+        channels_last: bool = True,
     ):
         super().__init__()
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         if config.normalize not in ("per-pixel-mean", "per-channel"):
             raise UserError(
                 f"unknown normalisation {config.normalize!r}: use per-pixel-mean (the paper's) or per-channel"
@@ -214,7 +222,7 @@ class CIFAR10DataModule(pl.LightningDataModule):
             x = crop_and_flip(x, batch["crop"], batch["flip"])
         mean, std = self._normalisation_on(index.device)
         x = (x - mean) / std
-        return x.contiguous(memory_format=torch.channels_last), labels[index], split
+        return x.contiguous(memory_format=self.memory_format), labels[index], split
 
     def _resident(self, split: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         images, labels = self._split[split]

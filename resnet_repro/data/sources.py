@@ -431,7 +431,7 @@ def _check_counts(train_labels: torch.Tensor, test_labels: torch.Tensor, full: b
     for split, labels in (("train", train_labels), ("test", test_labels)):
         counts = torch.bincount(labels, minlength=len(CIFAR10_CLASSES)).tolist()
         want = PER_CLASS[split] if full else 1
-        odd = [f"{c} {n}" for c, n in zip(CIFAR10_CLASSES, counts) if n == 0 or (full and n != want)]
+        odd = [f"{c} {n}" for c, n in zip(CIFAR10_CLASSES, counts, strict=True) if n == 0 or (full and n != want)]
         wrong = wrong or bool(odd)
         others = f", others {want}" if full and 0 < len(odd) < len(counts) else ""
         found.append(f"{split} {len(labels)}" + (f" ({', '.join(odd)}{others})" if odd else ""))
