@@ -22,19 +22,36 @@ class Panel:
 
 
 @dataclass(frozen=True)
+class Variant:
+    """One arm of an ablation: its label and the settings it changes (None: the paper's default)."""
+
+    label: str
+    shortcut: str | None = None  # "A", "B" or "C"
+    warmup: str | None = None  # "auto", "on" or "off" (Schedule.warmup)
+
+
+@dataclass(frozen=True)
 class Experiment:
-    """A paper artifact: its runs and how they are rendered (`train_test`, `curves` or `table6`)."""
+    """A paper artifact: its runs and the renderer that draws them (see report.RENDERERS)."""
 
     id: str  # the paper's numbering: fig1, fig6, table6; also the results/ folder and the W&B group
     caption: str
     models: tuple[str, ...]
-    render: str  # "train_test" (Fig. 1 layout), "curves" (Fig. 6 panels) or "table6"
+    render: str  # a renderer registered in report.py: "train_test", "curves", "table6", "responses", "ablation"
     panels: tuple[Panel, ...] = ()
     seeds: dict[str, int] = field(default_factory=dict)  # runs per model where the paper made several
     labels: dict[str, str] = field(default_factory=dict)  # legend labels that differ from "ResNet-56"
+    variants: tuple[Variant, ...] = (Variant(""),)  # ablations: every model is run once per variant
+    # Per-profile changes for this artifact only, e.g. {"quick": {"depths": None, "schedule": ...}}: a
+    # footnote experiment may need another budget than the figures share (its `purpose` says which).
+    profile_changes: dict[str, dict] = field(default_factory=dict)
 
     def runs_of(self, model: str) -> int:
         return self.seeds.get(model, 1)
+
+    def profile(self, name: str) -> "Profile":
+        """The named profile as this artifact runs it."""
+        return dataclasses.replace(get_profile(name), **self.profile_changes.get(name, {}))
 
 
 @dataclass(frozen=True)
@@ -98,19 +115,34 @@ def get_profile(name: str) -> Profile:
 
 def plan_runs(experiment: Experiment, profile: Profile, data: DataConfig = DataConfig()) -> list[TrainSpec]:
     """The TrainSpecs an experiment needs under a profile, in the experiment's order."""
+    return [spec for _, spec in plan_variants(experiment, profile, data)]
+
+
+def plan_variants(
+    experiment: Experiment, profile: Profile, data: DataConfig = DataConfig()
+) -> list[tuple[Variant, TrainSpec]]:
+    """(variant, spec) for each run, models x variants x seeds in the experiment's order."""
     data = dataclasses.replace(data, full=profile.full_data)
-    specs = []
+    planned = []
     for model in experiment.models:
-        if profile.depths is not None and model_info(model).depth not in profile.depths:
+        info = model_info(model)
+        if profile.depths is not None and info.depth not in profile.depths:
             continue
         seeds = experiment.runs_of(model)
         if profile.max_seeds is not None:
             seeds = min(seeds, profile.max_seeds)
-        for seed in range(seeds):
-            specs.append(
-                TrainSpec(
+        for variant in experiment.variants:
+            # The model's own default is spelled None, so an ablation's default arm is the very run the
+            # figures train (the same run id), and the run cache reuses it.
+            shortcut = None if variant.shortcut == info.shortcut else variant.shortcut
+            schedule = profile.schedule
+            if variant.warmup is not None:
+                schedule = dataclasses.replace(schedule, warmup=variant.warmup)
+            for seed in range(seeds):
+                spec = TrainSpec(
                     model=model,
-                    schedule=profile.schedule,
+                    shortcut=shortcut,
+                    schedule=schedule,
                     batch_size=profile.batch_size,
                     seed=seed,
                     data=data,
@@ -118,8 +150,8 @@ def plan_runs(experiment: Experiment, profile: Profile, data: DataConfig = DataC
                     eval_every=profile.eval_every,
                     checkpoint_every=profile.checkpoint_every,
                 )
-            )
-    return specs
+                planned.append((variant, spec))
+    return planned
 
 
 def skipped_models(experiment: Experiment, profile: Profile) -> list[str]:

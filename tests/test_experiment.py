@@ -3,7 +3,7 @@
 import pytest
 
 from resnet_repro.errors import UserError
-from resnet_repro.experiment import PROFILES, get_profile, plan_runs, select_runs, skipped_models
+from resnet_repro.experiment import PROFILES, get_profile, plan_runs, plan_variants, select_runs, skipped_models
 from resnet_repro.runner import list_experiments, load_experiment
 from resnet_repro.spec import Schedule, run_id
 
@@ -66,3 +66,25 @@ def test_only_selects_by_model_or_run_id():
     specs = plan_runs(load_experiment("fig1"), PROFILES["quick"])
     assert [s.model for s in select_runs(specs, "plain56")] == ["plain56"]
     assert select_runs(specs, run_id(specs[0])) == [specs[0]]
+
+
+def test_ablation_shortcuts_default_arm_is_the_fig6_run_and_b_c_are_new_runs():
+    experiment = load_experiment("ablation_shortcuts")
+    planned = plan_variants(experiment, experiment.profile("quick"))
+    assert [(v.label, s.model, s.shortcut) for v, s in planned] == [
+        ("A", "resnet20", None),
+        ("B", "resnet20", "B"),
+        ("C", "resnet20", "C"),
+    ]
+    fig6 = {run_id(s) for s in plan_runs(load_experiment("fig6"), PROFILES["quick"])}
+    ids = [run_id(s) for _, s in planned]
+    assert ids[0] in fig6 and not set(ids[1:]) & fig6 and len(set(ids)) == 3
+
+
+def test_ablation_warmup_runs_resnet110_on_its_own_quick_budget_with_and_without_warmup():
+    experiment = load_experiment("ablation_warmup")
+    profile = experiment.profile("quick")
+    assert profile.name == "quick" and profile.schedule.max_iters == 600 and profile.depths is None
+    assert PROFILES["quick"].depths == (20, 56)  # the shared profile itself is unchanged
+    planned = plan_variants(experiment, profile)
+    assert [(s.model, s.schedule.warmup) for _, s in planned] == [("resnet110", "auto"), ("resnet110", "off")]

@@ -33,17 +33,19 @@ def run(args) -> int:
     if not runs_dir.is_dir():
         raise UserError(f"no runs directory {runs_dir}: train first (resnet-repro run ARTIFACT) or pass --runs-dir")
     artifacts = [args.artifact] if args.artifact else list_experiments()
-    profiles = [get_profile(args.profile)] if args.profile else list(PROFILES.values())
+    profiles = [get_profile(args.profile).name] if args.profile else list(PROFILES)
     rendered = []
     for artifact in artifacts:
         experiment = load_experiment(artifact)
         for profile in profiles:
             try:
-                written = render_experiment(experiment, profile, runs_dir, results_dir, wandb=args.wandb)
+                written = render_experiment(
+                    experiment, experiment.profile(profile), runs_dir, results_dir, wandb=args.wandb
+                )
             except UserError:
                 continue  # no finished runs of this artifact under this profile
-            rendered.append(f"{artifact} ({profile.name})")
-            print(f"{artifact} ({profile.name}): " + ", ".join(str(p) for p in written))
+            rendered.append(f"{artifact} ({profile})")
+            print(f"{artifact} ({profile}): " + ", ".join(str(p) for p in written))
     if not rendered:
         what = args.artifact or "any artifact"
         raise UserError(

@@ -7,7 +7,7 @@ from pathlib import Path
 from resnet_repro.commands.train import EXIT_TIME_LIMIT, add_hardware_arguments, deadline, hardware_from_args
 from resnet_repro.data.cifar10 import DataConfig
 from resnet_repro.errors import UserError, exit_status
-from resnet_repro.experiment import PROFILES, Experiment, get_profile, plan_runs, skipped_models
+from resnet_repro.experiment import PROFILES, Experiment, plan_variants, skipped_models
 from resnet_repro.spec import run_id
 
 # End-to-end rate on the reference 2-core CPU, evaluations included: the four quick-profile runs (0.51
@@ -64,7 +64,7 @@ def execute(experiment: Experiment, args) -> int:
     from resnet_repro.tables import format_duration
 
     stop_at = deadline(args)
-    profile = get_profile(args.profile)
+    profile = experiment.profile(args.profile)
     if args.list:
         print_plan(experiment, args.profile)
         return 0
@@ -111,7 +111,7 @@ def execute(experiment: Experiment, args) -> int:
     return 0
 
 
-def estimated_cost(model: str, iterations: int, batch_size: int) -> float:
+def estimated_cost(model: str, iterations: int, batch_size: int, shortcut: str | None = None) -> float:
     """Training multiply-adds x 3 (forward + backward) x 2 FLOPs, for a rough time estimate."""
     import torch
 
@@ -119,19 +119,20 @@ def estimated_cost(model: str, iterations: int, batch_size: int) -> float:
     from resnet_repro.models import build_model, model_info
 
     with torch.device("meta"):
-        net = build_model(model)
+        net = build_model(model, **({} if shortcut is None else {"shortcut": shortcut}))
     return 3 * 2 * count_multiply_adds(net, model_info(model).input_size) * batch_size * iterations
 
 
 def print_plan(experiment: Experiment, profile_name: str) -> None:
     """The runs of an artifact under a profile, with an estimated CPU time."""
-    profile = get_profile(profile_name)
-    specs = plan_runs(experiment, profile)
-    flops = [estimated_cost(s.model, s.schedule.max_iters, s.batch_size) for s in specs]
+    profile = experiment.profile(profile_name)
+    planned = plan_variants(experiment, profile)
+    flops = [estimated_cost(s.model, s.schedule.max_iters, s.batch_size, s.shortcut) for _, s in planned]
     hours = sum(flops) / (CPU_GFLOPS * 1e9) / 3600
-    print(f"{experiment.id} [{profile.name}]: {experiment.caption.split('. ')[0]}.")
-    for spec, f in zip(specs, flops, strict=True):
-        print(f"  {run_id(spec):28s} {spec.schedule.max_iters:>6d} iterations  {f / 1e15:8.2f} PFLOP")
+    print(f"{experiment.id} [{profile.name}]: {experiment.caption.split('. ')[0].rstrip('.')}.")
+    for (variant, spec), f in zip(planned, flops, strict=True):
+        label = f"  {variant.label}" if variant.label else ""
+        print(f"  {run_id(spec):28s} {spec.schedule.max_iters:>6d} iterations  {f / 1e15:8.2f} PFLOP{label}")
     skipped = skipped_models(experiment, profile)
     if skipped:
         print(f"  not in this profile: {', '.join(skipped)}")
