@@ -1,12 +1,16 @@
 """Tests for resnet_repro.data.sources: every source kind, the checks, and the decode-once cache."""
 
+import errno
 import hashlib
 import io
 import json
 import os
 import pickle
 import shutil
+import subprocess
+import sys
 import tarfile
+import tempfile
 import time
 from pathlib import Path
 from urllib.error import URLError
@@ -18,7 +22,7 @@ from PIL import Image
 
 from resnet_repro.data import sources
 from resnet_repro.data.sources import CIFAR10_CLASSES, data_root, load_cifar10, resolve_source
-from resnet_repro.errors import DataError
+from resnet_repro.errors import DataError, exit_status
 
 SHARED_SHA256 = "fdf0b4f6a0ce0e8a5d81bb436b49a9fb87e6911e1442da8db80f1a61ec5517e3"
 
@@ -208,21 +212,173 @@ def test_load_cifar10_rebuilds_unreadable_cache(tiny_cifar_archive, tmp_path):
     assert_same_arrays(load_cifar10(tiny_cifar_archive, tmp_path, full=False, progress=False), first)
 
 
-@pytest.mark.parametrize("crash", [OSError(28, "No space left on device"), KeyboardInterrupt()])
-def test_load_cifar10_crash_while_writing_leaves_no_cache(tiny_cifar_archive, tmp_path, monkeypatch, crash):
-    def half_save(obj, f):
-        f.write(b"half a cache")
-        raise crash
+class FailingFile(io.BufferedWriter):
+    """A temp file that raises `crash` once it was handed more than `after` bytes, as a full disk or Ctrl-C would."""
 
-    monkeypatch.setattr(torch, "save", half_save)
-    expected = DataError if isinstance(crash, OSError) else KeyboardInterrupt
-    with pytest.raises(expected):
+    def __init__(self, fd: int, crash: BaseException, after: int = 4096):
+        super().__init__(io.FileIO(fd, "w"))
+        self.crash, self.left = crash, after
+
+    def write(self, data):
+        self.left -= len(data)
+        if self.left < 0:
+            raise self.crash
+        return super().write(data)
+
+
+def outdated_cache(archive: Path, root: Path) -> Path:
+    """Load `archive` once, then make its cache an older format's entry, which the next load decodes and rewrites."""
+    cache = Path(load_cifar10(archive, root, full=False, progress=False).source["cache"])
+    torch.save({"format": 0}, cache)
+    return cache
+
+
+def cache_write_message(cache: Path, code: int, fix: str) -> str:
+    return (
+        f"cannot write the decoded CIFAR-10 cache to {cache}: [Errno {code}] {os.strerror(code)}; "
+        f"{fix}, or pass --data-root DIR (or set RESNET_REPRO_HOME) to keep the cache elsewhere"
+    )
+
+
+@pytest.mark.parametrize(
+    "crash", [OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), KeyboardInterrupt()], ids=["disk full", "ctrl-c"]
+)
+def test_load_cifar10_crash_while_writing_keeps_the_previous_cache(tiny_cifar_archive, tmp_path, monkeypatch, crash):
+    """The real torch.save, whose C++ writer reports a failing write as a RuntimeError of its own."""
+    cache = outdated_cache(tiny_cifar_archive, tmp_path)
+    previous = cache.read_bytes()
+    monkeypatch.setattr(os, "fdopen", lambda fd, *args, **kwargs: FailingFile(fd, crash))
+    with pytest.raises(DataError if isinstance(crash, OSError) else KeyboardInterrupt) as info:
         load_cifar10(tiny_cifar_archive, tmp_path, full=False, progress=False)
+    if isinstance(crash, OSError):
+        assert str(info.value) == cache_write_message(cache, errno.ENOSPC, "free some space")
+    assert cache_files(tmp_path) == [cache] and cache.read_bytes() == previous  # no temp file left either
+
+
+@pytest.mark.parametrize(
+    "crash, status",
+    [(KeyboardInterrupt(), 130), (OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), 2)],
+    ids=["ctrl-c", "disk full"],
+)
+def test_crash_while_writing_the_cache_exits_with_one_line(
+    tiny_cifar_archive, tmp_path, monkeypatch, capsys, crash, status
+):
+    """What the CLI shows: 130 and one line for Ctrl-C during the first decode's write, 2 and one line for ENOSPC."""
+    monkeypatch.setattr(os, "fdopen", lambda fd, *args, **kwargs: FailingFile(fd, crash))
+
+    def load():
+        load_cifar10(tiny_cifar_archive, tmp_path, full=False, progress=False)
+
+    assert exit_status("resnet-repro train", load) == status
+    err = capsys.readouterr().err
+    if status == 130:
+        assert err == "resnet-repro train: interrupted\n"
+    else:
+        assert err.startswith("resnet-repro train: error: cannot write the decoded CIFAR-10 cache to ")
+        assert err.count("\n") == 1
     assert cache_files(tmp_path) == []
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full, a device whose writes fail with ENOSPC")
+def test_load_cifar10_on_a_full_disk_raises_one_line(tiny_cifar_archive, tmp_path, monkeypatch):
+    cache = outdated_cache(tiny_cifar_archive, tmp_path)
+    previous = cache.read_bytes()
+    real_mkstemp = tempfile.mkstemp
+
+    def mkstemp_on_full_disk(*args, **kwargs):
+        fd, path = real_mkstemp(*args, **kwargs)
+        full = os.open("/dev/full", os.O_WRONLY)
+        os.dup2(full, fd)  # the temp file keeps its name in the cache folder, its writes go to /dev/full
+        os.close(full)
+        return fd, path
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp_on_full_disk)
+    with pytest.raises(DataError) as info:
+        load_cifar10(tiny_cifar_archive, tmp_path, full=False, progress=False)
+    assert str(info.value) == cache_write_message(cache, errno.ENOSPC, "free some space")
+    assert cache_files(tmp_path) == [cache] and cache.read_bytes() == previous
+
+
+@pytest.mark.parametrize(
+    "call, code",
+    [("mkstemp", errno.EROFS), ("mkstemp", errno.EACCES), ("replace", errno.EACCES)],
+    ids=["read-only folder", "folder not writable", "cache not replaceable"],
+)
+def test_load_cifar10_unwritable_cache_raises_one_line(tiny_cifar_archive, tmp_path, monkeypatch, call, code):
+    # Tests run as root, whom chmod does not stop: the refusal is raised where the OS would report it.
+    cache = outdated_cache(tiny_cifar_archive, tmp_path)
+    previous = cache.read_bytes()
+
+    def refuse(*args, **kwargs):
+        raise OSError(code, os.strerror(code), str(cache.parent))
+
+    monkeypatch.setattr(*((tempfile, "mkstemp") if call == "mkstemp" else (os, "replace")), refuse)
+    with pytest.raises(DataError) as info:
+        load_cifar10(tiny_cifar_archive, tmp_path, full=False, progress=False)
+    assert str(info.value) == cache_write_message(cache, code, f"make {cache.parent} writable")
+    assert cache_files(tmp_path) == [cache] and cache.read_bytes() == previous
+
+
+def writer_temp_file(cache: Path, host: str, pid: int, random: str = "ab_c12") -> Path:
+    """A temp file as the cache writer with this host and pid names it (see sources._write_atomically)."""
+    path = cache.parent / f".{cache.name}.{host}.{pid}.{random}.tmp"
+    path.write_bytes(b"half a cache")
+    return path
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    process = subprocess.Popen([sys.executable, "-c", ""])
+    process.wait()
+    return process.pid
+
+
+def test_load_cifar10_removes_temp_files_of_dead_writers_only(tiny_cifar_archive, tmp_path):
+    """kill -9 skips the writer's own cleanup: the next load, cache hit or not, removes the files of dead pids."""
+    cache = Path(load_cifar10(tiny_cifar_archive, tmp_path, full=False, progress=False).source["cache"])
+    host, pid = sources._host(), dead_pid()
+    dead = writer_temp_file(cache, host, pid)
+    dead_other_cache = writer_temp_file(cache.with_name("cifar10-0123456789abcdef.pt"), host, pid)
+    live = writer_temp_file(cache, host, os.getpid())
+    other_host = writer_temp_file(cache, "elsewhere~1", pid)  # pids of another host are not judged here
+    load_cifar10(tiny_cifar_archive, tmp_path, full=False, progress=False)
+    assert not dead.exists() and not dead_other_cache.exists()
+    assert live.exists() and other_host.exists() and cache.exists()
+
+
+def test_load_cifar10_old_temp_file_of_a_live_pid_goes_only_when_unlocked(tiny_cifar_archive, tmp_path):
+    """A live writer holds a lock on its file; an hour-old unlocked file names a pid that another process reuses."""
+    fcntl = pytest.importorskip("fcntl")
+    cache = Path(load_cifar10(tiny_cifar_archive, tmp_path, full=False, progress=False).source["cache"])
+    writing = writer_temp_file(cache, sources._host(), os.getpid(), "writing")
+    reused = writer_temp_file(cache, sources._host(), os.getpid(), "reused")
+    old = time.time() - 2 * sources.STALE_TEMP_SECONDS
+    for path in (writing, reused):
+        os.utime(path, (old, old))
+    with open(writing, "rb") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        load_cifar10(tiny_cifar_archive, tmp_path, full=False, progress=False)
+    assert writing.exists() and not reused.exists()
+
+
+def test_cache_writer_names_its_temp_file_for_its_host_and_pid(tiny_cifar_archive, tmp_path, monkeypatch):
+    real_save, seen = torch.save, []
+
+    def inspecting_save(obj, f):
+        (tmp,) = (tmp_path / "cache").glob(".*.tmp")
+        seen.append((sources._TEMP_NAME.fullmatch(tmp.name), sources._abandoned(tmp), sources._locked(tmp)))
+        real_save(obj, f)
+
+    monkeypatch.setattr(torch, "save", inspecting_save)
+    cache = load_cifar10(tiny_cifar_archive, tmp_path, full=False, progress=False).source["cache"]
+    ((match, abandoned, locked),) = seen
+    assert match["host"] == sources._host() and int(match["pid"]) == os.getpid()
+    assert not abandoned and locked == (sources.fcntl is not None)
+    assert cache_files(tmp_path) == [Path(cache)]
+
+
 def test_load_cifar10_removes_temp_files_a_killed_writer_left(tiny_cifar_archive, tmp_path):
-    """SIGKILL skips the cleanup above: the next cache write removes strays older than an hour, not fresh ones."""
+    """Names without a host and pid (older versions wrote those) go by age: older than an hour, not fresh ones."""
     first = load_cifar10(tiny_cifar_archive, tmp_path, full=False, progress=False)
     cache = Path(first.source["cache"])
     stale, fresh = cache.parent / f".{cache.name}.killed.tmp", cache.parent / f".{cache.name}.writing.tmp"
@@ -242,6 +398,99 @@ def test_decode_bar_is_drawn_only_on_a_terminal(make_imagefolder, tmp_path, caps
 
 
 # --- sources that fail -----------------------------------------------------------------------------
+
+
+def rewrite_pickle(path: Path, change) -> None:
+    """Replace the pickle at `path` by change(its object); bytes from `change` are written as they are."""
+    new = change(pickle.loads(path.read_bytes()))
+    path.write_bytes(new if isinstance(new, bytes) else pickle.dumps(new))
+
+
+def without(key):
+    return lambda batch: {k: v for k, v in batch.items() if k != key}
+
+
+def with_entry(key, make):
+    return lambda batch: batch | {key: make(batch[key])}
+
+
+BATCH_DAMAGE = {
+    "meta is a list": (
+        "batches.meta",
+        lambda meta: meta["label_names"],
+        "batches.meta holds a list, not the dict with label_names",
+    ),
+    "meta without label_names": ("batches.meta", without("label_names"), "batches.meta names classes None"),
+    "batch is a list": ("data_batch_2", lambda batch: batch["labels"], "data_batch_2 holds a list, not the dict"),
+    "no labels": (
+        "data_batch_3",
+        without("labels"),
+        r"data_batch_3 has no labels entry \(its keys: batch_label, data\)",
+    ),
+    "no data": ("test_batch", without("data"), r"test_batch has no data entry \(its keys: batch_label, labels\)"),
+    "float data": (
+        "data_batch_1",
+        with_entry("data", lambda d: d / 255.0),
+        r"data_batch_1 holds float64 data of shape \(20, 3072\), not N x 3072 pixels of 0..255",
+    ),
+    "data over 255": (
+        "data_batch_5",
+        with_entry("data", lambda d: d.astype(np.int64) + 256),
+        r"data_batch_5 holds int64 data of shape \(20, 3072\)",
+    ),
+    "data of images": (
+        "data_batch_4",
+        with_entry("data", lambda d: d.reshape(-1, 32, 32, 3)),
+        r"data_batch_4 holds uint8 data of shape \(20, 32, 32, 3\)",
+    ),
+    "data ragged": (
+        "data_batch_4",
+        with_entry("data", lambda d: [row[: 3072 - i] for i, row in enumerate(d.tolist())]),
+        "data_batch_4 holds data or labels that are not arrays",
+    ),
+    "label names": (
+        "test_batch",
+        with_entry("labels", lambda y: [CIFAR10_CLASSES[i] for i in y]),
+        r"test_batch holds <U10 labels of shape \(10,\) for 10 images, not one integer label per image",
+    ),
+    "a label short": (
+        "data_batch_1",
+        with_entry("labels", lambda y: y[:-1]),
+        r"data_batch_1 holds int64 labels of shape \(19,\) for 20 images",
+    ),
+    "label 10": (
+        "test_batch",
+        with_entry("labels", lambda y: [v + 1 for v in y]),
+        "test_batch holds labels outside 0..9",
+    ),
+    "not a pickle": (
+        "data_batch_2",
+        lambda batch: b"<html>404 Not Found</html>",
+        r"data_batch_2 is not a readable pickle \(UnpicklingError: ",
+    ),
+}
+
+
+@pytest.mark.parametrize("damage", BATCH_DAMAGE)
+def test_load_cifar10_malformed_batches_name_file_and_fix(tmp_path, damage):
+    batches = tmp_path / "tv" / "cifar-10-batches-py"
+    write_batches(batches)
+    name, change, message = BATCH_DAMAGE[damage]
+    rewrite_pickle(batches / name, change)
+    with pytest.raises(DataError, match=message) as info:
+        load_cifar10(tmp_path / "tv", tmp_path / "root", full=False, progress=False)
+    text = str(info.value)
+    assert "\n" not in text and text.startswith(f"{batches}/{name} ")
+    assert text.endswith("re-extract or re-download it")
+    assert cache_files(tmp_path / "root") == []
+
+
+def test_load_cifar10_malformed_batch_in_an_archive_names_archive_and_member(tmp_path):
+    write_batches(tmp_path / "tv" / "cifar-10-batches-py")
+    rewrite_pickle(tmp_path / "tv" / "cifar-10-batches-py" / "test_batch", without("labels"))
+    archive = Path(shutil.make_archive(str(tmp_path / "cifar-10-python"), "gztar", root_dir=tmp_path / "tv"))
+    with pytest.raises(DataError, match=f"^{archive}:test_batch has no labels entry .*re-extract or re-download it$"):
+        load_cifar10(archive, tmp_path / "root", full=False, progress=False)
 
 
 def test_load_cifar10_missing_path_raises(tmp_path):

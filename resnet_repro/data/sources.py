@@ -6,10 +6,14 @@ of either -- is checked and decoded once into a cache of uint8 tensors keyed by 
 
 from __future__ import annotations
 
+import errno
+import functools
 import hashlib
 import io
 import os
 import pickle
+import re
+import socket
 import tarfile
 import tempfile
 import time
@@ -24,6 +28,11 @@ from PIL import Image
 from tqdm import tqdm
 
 from resnet_repro.errors import DataError
+
+try:
+    import fcntl
+except ImportError:  # Windows: temp files there are judged by age alone
+    fcntl = None
 
 # CIFAR-10's own label order (batches.meta), which is also alphabetical.
 CIFAR10_CLASSES = (
@@ -142,6 +151,7 @@ def load_cifar10(
         _download(root)
     sha256, known = _source_hash(source)
     cache = root / "cache" / f"cifar10-{sha256[:16]}.pt"
+    _remove_abandoned_temp_files(cache.parent)
     entry = _read_cache(cache, sha256)
     hit = entry is not None
     if not hit:
@@ -351,41 +361,29 @@ def _check_classes(splits: set[str], groups: dict, where: str) -> None:
         )
 
 
-STALE_TEMP_SECONDS = 3600.0
-
-
-def _remove_stale_temp_files(cache: Path) -> None:
-    """Delete temp files a killed writer of this cache left behind (SIGKILL skips our cleanup).
-
-    Only files untouched for an hour go: a concurrent writer (another run of `--jobs`) may be mid-write.
-    """
-    for stray in cache.parent.glob(f".{cache.name}.*.tmp"):
-        try:
-            if time.time() - stray.stat().st_mtime > STALE_TEMP_SECONDS:
-                stray.unlink()
-        except OSError:
-            pass  # gone meanwhile, or not ours to delete
-
-
 def _decode_images(items: list[tuple[str, bytes]], progress: bool) -> tuple[torch.Tensor, set[str]]:
     """Decode 32x32 RGB images with PIL into one uint8 [N, 3, 32, 32] tensor; also their formats."""
     pixels = np.empty((len(items), 32, 32, 3), dtype=np.uint8)
     formats = set()
     # disable=None: tqdm draws the bar only on a terminal, so logs of nohup'd or batch jobs stay clean.
-    bar = tqdm(items, desc="decoding CIFAR-10 once", unit="img", disable=None if progress else True, leave=False)
-    for i, (name, data) in enumerate(bar):
-        try:
-            with Image.open(io.BytesIO(data)) as img:
-                if img.size != (32, 32) or img.mode not in ("RGB", "L", "P"):
-                    w, h = img.size
-                    raise DataError(
-                        f"{name} is {w}x{h} {img.mode}, but CIFAR-10 images are 32x32 RGB; remove or replace it"
-                    )
-                formats.add(img.format)
-                pixels[i] = np.asarray(img.convert("RGB"))
-        except (OSError, ValueError, SyntaxError) as exc:  # what PIL raises for broken files
-            raise DataError(f"cannot decode image {name} ({_one_line(exc)}); remove or replace it") from None
+    # The with block closes the bar on an error or Ctrl-C too, so no half-drawn bar precedes the message.
+    with tqdm(items, desc="decoding CIFAR-10 once", unit="img", disable=None if progress else True, leave=False) as bar:
+        for i, (name, data) in enumerate(bar):
+            try:
+                with Image.open(io.BytesIO(data)) as img:
+                    if img.size != (32, 32) or img.mode not in ("RGB", "L", "P"):
+                        w, h = img.size
+                        raise DataError(
+                            f"{name} is {w}x{h} {img.mode}, but CIFAR-10 images are 32x32 RGB; remove or replace it"
+                        )
+                    formats.add(img.format)
+                    pixels[i] = np.asarray(img.convert("RGB"))
+            except (OSError, ValueError, SyntaxError) as exc:  # what PIL raises for broken files
+                raise DataError(f"cannot decode image {name} ({_one_line(exc)}); remove or replace it") from None
     return torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous(), formats
+
+
+_DAMAGED = "the copy is damaged or not CIFAR-10's python batches: re-extract or re-download it"
 
 
 def _read_batches(files: dict[str, bytes], where: str) -> dict:
@@ -400,29 +398,69 @@ def _read_batches(files: dict[str, bytes], where: str) -> dict:
             # Unpickling can run code; like torchvision, we accept that for a source the user named.
             return pickle.loads(files[name], encoding="latin1")
         except Exception as exc:
-            raise DataError(f"cannot read {where}{name} ({_one_line(exc)}); re-download it") from None
+            raise DataError(f"{where}{name} is not a readable pickle ({_one_line(exc)}); {_DAMAGED}") from None
 
-    names = unpickle("batches.meta").get("label_names")
-    if tuple(names or ()) != CIFAR10_CLASSES:
-        raise DataError(f"{where}batches.meta names classes {names}, not CIFAR-10's {list(CIFAR10_CLASSES)}")
+    meta = unpickle("batches.meta")
+    if not isinstance(meta, dict):
+        raise DataError(
+            f"{where}batches.meta holds a {type(meta).__name__}, not the dict with label_names that CIFAR-10 has; "
+            + _DAMAGED
+        )
+    names = meta.get("label_names")
+    if not isinstance(names, (list, tuple)) or tuple(names) != CIFAR10_CLASSES:
+        raise DataError(
+            f"{where}batches.meta names classes {_short(names)}, not CIFAR-10's {list(CIFAR10_CLASSES)}; {_DAMAGED}"
+        )
     entry = {"jpeg_copy": False}
     for split, batches in (("train", BATCH_FILES[:5]), ("test", ("test_batch",))):
         images, labels = [], []
         for name in batches:
-            batch = unpickle(name)
-            data = np.asarray(batch["data"], dtype=np.uint8)
-            if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(batch["labels"]) != len(data):
-                raise DataError(
-                    f"{where}{name} holds data of shape {data.shape} with {len(batch['labels'])} "
-                    "labels, not N x 3072 pixels (32x32 RGB) and N labels; re-download it"
-                )
+            data, batch_labels = _batch_arrays(unpickle(name), f"{where}{name}")
             images.append(torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()))  # rows are R, G, B planes
-            labels += list(batch["labels"])
+            labels.append(torch.from_numpy(batch_labels))
         entry[f"{split}_images"] = torch.cat(images)
-        entry[f"{split}_labels"] = torch.tensor(labels, dtype=torch.int64)
-        if not all(0 <= y < len(CIFAR10_CLASSES) for y in labels):
-            raise DataError(f"{where}{split} batches hold labels outside 0..9; re-download them")
+        entry[f"{split}_labels"] = torch.cat(labels)
     return entry
+
+
+def _batch_arrays(batch, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """One batch's uint8 [N, 3072] pixels and int64 [N] labels; a DataError naming `where` when malformed."""
+    if not isinstance(batch, dict):
+        raise DataError(
+            f"{where} holds a {type(batch).__name__}, not the dict of data and labels of CIFAR-10; {_DAMAGED}"
+        )
+    if missing := [key for key in ("data", "labels") if key not in batch]:
+        keys = ", ".join(sorted(map(str, batch))) or "none"
+        raise DataError(f"{where} has no {' or '.join(missing)} entry (its keys: {keys}); {_DAMAGED}")
+    try:
+        data, labels = np.asarray(batch["data"]), np.asarray(batch["labels"])
+    except (ValueError, TypeError) as exc:  # ragged lists
+        raise DataError(f"{where} holds data or labels that are not arrays ({_one_line(exc)}); {_DAMAGED}") from None
+    # Integers only, and within 0..255: a cast to uint8 would silently wrap floats or wider values.
+    if (
+        data.dtype.kind not in "iu"
+        or data.ndim != 2
+        or data.shape[1] != 3 * 32 * 32
+        or (data.size and (data.min() < 0 or data.max() > 255))
+    ):
+        raise DataError(
+            f"{where} holds {data.dtype} data of shape {data.shape}, not N x 3072 pixels of 0..255 (32x32 RGB); "
+            + _DAMAGED
+        )
+    if (labels.size and labels.dtype.kind not in "iu") or labels.ndim != 1 or len(labels) != len(data):
+        raise DataError(
+            f"{where} holds {labels.dtype} labels of shape {labels.shape} for {len(data)} images, "
+            f"not one integer label per image; {_DAMAGED}"
+        )
+    if labels.size and (labels.min() < 0 or labels.max() >= len(CIFAR10_CLASSES)):
+        raise DataError(f"{where} holds labels outside 0..9; {_DAMAGED}")
+    return data.astype(np.uint8), labels.astype(np.int64)
+
+
+def _short(value) -> str:
+    """A value's repr on one line and at most 100 characters, for messages."""
+    text = " ".join(repr(value).split())
+    return text if len(text) <= 100 else text[:97] + "..."
 
 
 def _check_counts(train_labels: torch.Tensor, test_labels: torch.Tensor, full: bool, path: Path) -> None:
@@ -471,27 +509,147 @@ def _read_cache(cache: Path, sha256: str) -> dict | None:
 
 def _write_atomically(entry: dict, cache: Path) -> None:
     """torch.save to a temp file in the cache's folder, fsync, then rename over the final name."""
-    # A crash leaves at most a stray .tmp file, never a half-written cache under the final name.
+    # A crash leaves at most a temp file (removed by the next load once its writer is dead), never a half-written
+    # cache under the final name; any other failure or Ctrl-C removes the temp file here.
+    tmp = None
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{cache.name}.", suffix=".tmp", dir=cache.parent)
-    except OSError as exc:
-        raise DataError(
-            f"cannot write the CIFAR-10 cache in {cache.parent} ({_one_line(exc)}); set {HOME_ENV} to a writable folder"
-        ) from None
-    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{cache.name}.{_host()}.{os.getpid()}.", suffix=".tmp", dir=cache.parent)
         with os.fdopen(fd, "wb") as f:
-            torch.save(entry, f)
+            _lock(f)  # held while writing, until closed: tells cleaners this writer is alive
+            _save(entry, f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide a shared cache from other users
         os.replace(tmp, cache)
-        _remove_stale_temp_files(cache)
     except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            try:
+                Path(tmp).unlink(missing_ok=True)
+            except OSError:
+                pass  # the folder turned unwritable: the next load removes the file once this process is gone
         if isinstance(exc, OSError):
-            raise DataError(
-                f"cannot write the CIFAR-10 cache {cache} ({_one_line(exc)}); "
-                f"free some space or set {HOME_ENV} to another folder"
-            ) from None
+            raise _cache_write_error(cache, exc) from None
         raise
+
+
+def _save(entry: dict, f) -> None:
+    """torch.save to `f`, re-raising the error that `f` raised (disk full, Ctrl-C) rather than torch's wrapper."""
+    errors: list[BaseException] = []
+
+    class Recording:
+        # torch's C++ writer turns any exception of f.write into "RuntimeError: unexpected pos", which would hide
+        # an ENOSPC behind a traceback and turn Ctrl-C into an error.
+        def write(self, data):
+            try:
+                return f.write(data)
+            except BaseException as exc:
+                errors.append(exc)
+                raise
+
+        def flush(self):
+            f.flush()
+
+    try:
+        torch.save(entry, Recording())
+    except Exception:
+        if errors:
+            raise errors[0] from None
+        raise
+
+
+def _cache_write_error(cache: Path, exc: OSError) -> DataError:
+    """The one-line DataError for a cache that cannot be written: the path, the cause and what to do."""
+    cause = f"[Errno {exc.errno}] {exc.strerror}" if exc.errno and exc.strerror else _one_line(exc)
+    full = exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+    fix = "free some space" if full else f"make {cache.parent} writable"
+    return DataError(
+        f"cannot write the decoded CIFAR-10 cache to {cache}: {cause}; "
+        f"{fix}, or pass --data-root DIR (or set {HOME_ENV}) to keep the cache elsewhere"
+    )
+
+
+# --- temp files of killed writers ------------------------------------------------------------------
+
+# Writers name their temp file .<cache name>.<host>.<pid>.<random>.tmp (see `_write_atomically`).
+_TEMP_GLOB = ".cifar10-*.pt.*.tmp"
+_TEMP_NAME = re.compile(r"\.cifar10-[0-9a-f]+\.pt\.(?P<host>[^.]+)\.(?P<pid>[0-9]+)\.[a-z0-9_]+\.tmp")
+STALE_TEMP_SECONDS = 3600.0
+
+
+@functools.cache
+def _host() -> str:
+    """This machine as temp file names record it: the host name, plus the pid namespace where there is one."""
+    name = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "localhost"
+    try:
+        # Containers can share a host name but not their pids; the namespace's inode tells them apart.
+        return f"{name}~{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return name
+
+
+def _remove_abandoned_temp_files(folder: Path) -> None:
+    """Delete the temp files that cache writers killed mid-write left in `folder` (SIGKILL skips their cleanup)."""
+    try:
+        strays = list(folder.glob(_TEMP_GLOB))
+    except OSError:
+        return
+    for stray in strays:
+        try:
+            if _abandoned(stray):
+                stray.unlink()
+        except OSError:
+            pass  # gone meanwhile, or not ours to delete
+
+
+def _abandoned(stray: Path) -> bool:
+    """Whether no live process writes `stray` any more; a live writer's file is never judged abandoned."""
+    match = _TEMP_NAME.fullmatch(stray.name)
+    if match is None or match["host"] != _host() or os.name != "posix":
+        # Another host's pids mean nothing here (caches can sit on shared filesystems), and a name without a pid
+        # (older versions wrote those) has none to check: only age can tell, so such files go after an hour.
+        return _untouched_for(stray, STALE_TEMP_SECONDS)
+    if not _pid_alive(int(match["pid"])):
+        return True
+    # The pid is alive: the writer itself, or a process that reuses a dead writer's pid (after a reboot, say).
+    # A writer locks its file right after creating it, so an unlocked file untouched for an hour is not its.
+    return _untouched_for(stray, STALE_TEMP_SECONDS) and not _locked(stray)
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host (signal 0 only checks)."""
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except OSError:
+        return True  # PermissionError: it exists, under another user
+    return True
+
+
+def _untouched_for(path: Path, seconds: float) -> bool:
+    return time.time() - path.stat().st_mtime > seconds
+
+
+def _lock(f) -> None:
+    """Hold an exclusive flock on the open file `f` (until it is closed), where the filesystem supports one."""
+    if fcntl is not None:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        except OSError:
+            pass  # no flock here (some network filesystems): the pid in the name still marks the writer
+
+
+def _locked(path: Path) -> bool:
+    """Whether a process holds a flock on `path`; True where that cannot be told, so the file is kept."""
+    if fcntl is None:
+        return True
+    try:
+        with open(path, "rb") as f:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            return False  # closing the file drops the lock just taken
+    except OSError:
+        return True
