@@ -1,20 +1,19 @@
 """The `resnet-repro` command: one subcommand per module in `resnet_repro.commands`."""
 
-import argparse
 import importlib
 
-from resnet_repro.errors import exit_status
+from resnet_repro.errors import OneLineParser, exit_status
 
 # Each module defines `register(subparsers)`, which adds its parser and sets `func(args) -> int`.
 COMMANDS = ["models", "train", "run", "report"]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(
         prog="resnet-repro",
         description="Reproduce He et al. 2015, 'Deep Residual Learning for Image Recognition'.",
     )
-    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser)
     for name in COMMANDS:
         importlib.import_module(f"resnet_repro.commands.{name}").register(subparsers)
     return parser

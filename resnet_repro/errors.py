@@ -1,7 +1,16 @@
 """User-facing errors: the CLI prints their message on one line and exits with status 2."""
 
+import argparse
+import errno
 import sys
 from collections.abc import Callable
+
+# Exit statuses of every command (the README lists them): 0 done, 1 a run diverged, 2 a mistake in the
+# command or its inputs, 3 stopped at --stop-after with work left, 130 Ctrl-C, 143 SIGTERM.
+EXIT_DIVERGED, EXIT_USER_ERROR, EXIT_TIME_LIMIT, EXIT_CTRL_C, EXIT_SIGTERM = 1, 2, 3, 130, 143
+# The OS errors that mean "this machine cannot write there", said as such rather than as a traceback.
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_CANNOT_WRITE = _FULL | {errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 class UserError(Exception):
@@ -22,11 +31,32 @@ class DataError(UserError):
 def exit_status(prog: str, action: Callable[[], int | None]) -> int:
     """Run a command's `action`; a UserError becomes one line, `PROG: error: ...`, and exit status 2.
 
-    The one place that turns user mistakes into exit statuses, for the CLI, the experiment scripts
-    and the benchmarks alike.
+    The one place that turns user mistakes and the machine's refusals (a full disk, a read-only
+    directory) into one line and an exit status, for the CLI, the experiment scripts and the benchmarks.
     """
     try:
         return int(action() or 0)
     except UserError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
+    except OSError as exc:
+        if exc.errno not in _CANNOT_WRITE:
+            raise
+        where = exc.filename or "the output directory"
+        remedy = "free space" if exc.errno in _FULL else "make it writable"
+        print(
+            f"{prog}: error: cannot write {where}: {exc.strerror}; {remedy} or write elsewhere "
+            "(files written before this one are intact; a run continues with --resume)",
+            file=sys.stderr,
+        )
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_CTRL_C
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line that says how to get help, not the whole usage block."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")

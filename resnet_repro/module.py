@@ -106,10 +106,7 @@ class ClassifierModule(pl.LightningModule):
         loss_sum, wrong_sum, seen = reduce(sums, reduce_op="sum").tolist()
         iteration = self.global_step + 1
         if not math.isfinite(loss_sum):
-            raise NonFiniteLossError(
-                f"training loss became {loss_sum / seen} before iteration {iteration}; "
-                "the last checkpoint holds the last finite state (try a lower --lr or enable warm-up)"
-            )
+            raise NonFiniteLossError(f"training loss became {loss_sum / seen} before iteration {iteration}")
         seconds = time.perf_counter() - self._interval_start - self._eval_seconds
         metrics = {
             "train/loss": loss_sum / seen,
@@ -183,10 +180,7 @@ class ClassifierModule(pl.LightningModule):
         # A checkpoint follows an optimizer step whose loss has not been checked yet (checks happen once
         # per logging interval): refusing non-finite weights keeps the last good last.ckpt in place.
         if not all(torch.isfinite(v).all() for v in checkpoint["state_dict"].values() if v.is_floating_point()):
-            raise NonFiniteLossError(
-                f"weights became non-finite before iteration {self.global_step}; the last checkpoint holds "
-                "the last finite state (try a lower --lr or enable warm-up)"
-            )
+            raise NonFiniteLossError(f"weights became non-finite before iteration {self.global_step}")
         checkpoint["warmup_ended_at"] = self.warmup_ended_at
         checkpoint["last_train"] = self.last_train
         checkpoint["last_eval"] = self.last_eval

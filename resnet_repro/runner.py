@@ -5,9 +5,7 @@
 
 import dataclasses
 import importlib.util
-import json
 import os
-import shutil
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -17,6 +15,7 @@ from pathlib import Path
 from resnet_repro.data.cifar10 import DataConfig
 from resnet_repro.errors import UserError
 from resnet_repro.experiment import Experiment, Profile, plan_runs, select_runs
+from resnet_repro.rundir import RunDir, differences
 from resnet_repro.spec import TrainSpec, run_id
 
 EXPERIMENTS_DIR = Path(os.environ.get("RESNET_REPRO_EXPERIMENTS", Path(__file__).resolve().parents[1] / "experiments"))
@@ -40,40 +39,47 @@ def load_experiment(artifact: str) -> Experiment:
     return module.EXPERIMENT
 
 
-def run_status(run_dir: Path) -> str | None:
-    """'finished', 'running', 'interrupted', 'diverged', or None when the run was never started."""
-    record = run_dir / "run.json"
-    return json.loads(record.read_text()).get("status") if record.exists() else None
-
-
 def _not_started(run_dir: Path, why: str) -> dict:
     return {"run_id": run_dir.name, "status": "not started", "stopped_by": why, "final": {}}
 
 
-def _train_one(spec: TrainSpec, run_dir: Path, resume: bool, options: dict, hardware) -> dict:
+def _train_one(run: "PendingRun", options: dict) -> dict:
     """Train one run; a divergence is recorded in its run.json and reported, not raised."""
     from resnet_repro.module import NonFiniteLossError
     from resnet_repro.training import RunOptions, train
 
     if options.get("deadline") is not None and time.time() >= options["deadline"]:
         # --stop-after passed before this run had a free slot: no run is started after the time limit.
-        return _not_started(run_dir, "time limit")
-    print(f"{run_dir}: {'resuming' if resume else 'training'} {spec.model} seed {spec.seed}", flush=True)
+        return _not_started(run.run_dir, "time limit")
+    spec = run.spec
+    print(f"{run.run_dir}: {'resuming' if run.resume else 'training'} {spec.model} seed {spec.seed}", flush=True)
     try:
-        return train(spec, RunOptions(run_dir=run_dir, resume=resume, **options), hardware)
+        return train(
+            spec, RunOptions(run_dir=run.run_dir, resume=run.resume, restart=run.restart, **options), run.hardware
+        )
     except NonFiniteLossError as exc:
-        print(f"{run_dir}: diverged: {exc}", file=sys.stderr)
-        return {"run_id": run_dir.name, "status": "diverged", "final": {}}
+        print(f"{run.run_dir}: diverged: {exc}", file=sys.stderr)
+        return RunDir(run.run_dir).read_record() or {"run_id": run.run_dir.name, "status": "diverged", "final": {}}
 
 
-def check_cached(run_dir: Path, spec: TrainSpec, data_sha256: str, hardware) -> None:
+def outcome(record: dict) -> str:
+    """How a run ended, in a few words: "finished, test error 8.75%", "diverged at iteration 12", ..."""
+    status = record["status"]
+    if status == "finished":
+        return f"finished, test error {record['final'].get('test/error', float('nan')):.2f}%"
+    if status == "diverged":
+        return f"diverged at iteration {record.get('diverged_at', '?')}"
+    if "iterations" in record:
+        return f"{status} at iteration {record['iterations']}"
+    return status
+
+
+def check_cached(run: RunDir, spec: TrainSpec, data_sha256: str, hardware) -> None:
     """A finished run is reused only if it trained on the same data with the same numerics."""
-    from resnet_repro.training import differences
-
-    changed = differences(json.loads((run_dir / "run.json").read_text()), spec, data_sha256, hardware)
+    changed = differences(run.read_record(), spec, data_sha256, hardware)
     if changed:
         raise UserError(
-            f"{run_dir} was trained with other settings ({', '.join(changed)}); "
+            f"{run.path} was trained with other settings ({', '.join(changed)}); "
             "use another --runs-dir, or --force to retrain"
         )
 
@@ -86,32 +92,36 @@ class PendingRun:
     run_dir: Path
     resume: bool
     hardware: object  # training.Hardware (imported lazily: importing Lightning takes seconds)
+    restart: bool = False  # --force: discard what the directory holds
 
 
 def pending_runs(specs: list[TrainSpec], runs_dir: Path, hardware, *, force: bool = False) -> list[PendingRun]:
-    """The runs of `specs` still to train; finished ones are reused if trained on the same data and numerics."""
+    """The runs of `specs` still to train; finished ones are reused if trained on the same data and numerics.
+
+    Nothing is deleted here: train() decides, under the run directory's lock, what an earlier attempt
+    left (another process may be training the same run right now).
+    """
     data_sha256 = None
     todo = []
     for spec in specs:
-        run_dir = runs_dir / run_id(spec)
-        status = run_status(run_dir)
+        run = RunDir(runs_dir / run_id(spec))
+        record = run.read_record() or {}
+        status = record.get("status")
         if status == "finished" and not force:
             if data_sha256 is None:  # the copy this invocation would train on (a cache hit: well under a second)
                 from resnet_repro.data.sources import load_cifar10
 
-                data_sha256 = load_cifar10(spec.data.data, spec.data.root, full=spec.data.full, progress=False).source[
-                    "sha256"
-                ]
-            check_cached(run_dir, spec, data_sha256, hardware)
-            print(f"{run_dir}: finished earlier, not retrained (--force retrains)")
+                data = spec.data
+                data_sha256 = load_cifar10(data.data, data.root, full=data.full, progress=False).source["sha256"]
+            check_cached(run, spec, data_sha256, hardware)
+            print(f"{run.path}: finished earlier, not retrained (--force retrains)")
             continue
         if status == "diverged" and not force:
-            print(f"{run_dir}: diverged earlier; not retried (--force retrains from scratch)")
+            at = record.get("diverged_at")
+            print(f"{run.path}: diverged earlier{f' at iteration {at}' if at else ''}; not retried (--force retrains)")
             continue
-        resume = (run_dir / "checkpoints" / "last.ckpt").exists() and not force
-        if run_dir.exists() and not resume:
-            shutil.rmtree(run_dir)  # --force, or a run that died before its first checkpoint: start over
-        todo.append(PendingRun(spec, run_dir, resume, hardware))
+        resume = run.checkpoint.exists() and not force
+        todo.append(PendingRun(spec, run.path, resume, hardware, restart=force and run.path.exists()))
     return todo
 
 
@@ -126,7 +136,7 @@ def train_runs(todo: list[PendingRun], options: dict, jobs: int = 1) -> list[dic
             if records and records[-1]["status"] in ("interrupted", "not started"):
                 records.append(_not_started(run.run_dir, records[-1]["stopped_by"]))
             else:
-                records.append(_train_one(run.spec, run.run_dir, run.resume, options, run.hardware))
+                records.append(_train_one(run, options))
         return records
     # Small CIFAR nets leave a device idle: several runs share it, each with its share of the CPU threads.
     share = max(1, (os.cpu_count() or 1) // jobs)
@@ -135,28 +145,15 @@ def train_runs(todo: list[PendingRun], options: dict, jobs: int = 1) -> list[dic
         futures = [
             pool.submit(
                 _train_one,
-                run.spec,
-                run.run_dir,
-                run.resume,
+                dataclasses.replace(
+                    run, hardware=dataclasses.replace(run.hardware, threads=run.hardware.threads or share)
+                ),
                 options,
-                dataclasses.replace(run.hardware, threads=run.hardware.threads or share),
             )
             for run in todo
         ]
         for future in as_completed(futures):
-            record = future.result()
-            test_error = record["final"].get("test/error") if record["status"] == "finished" else None
-            print(
-                f"{record['run_id']}: {record['status']}"
-                + (
-                    f", test error {test_error:.2f}%"
-                    if test_error is not None
-                    else f" at iteration {record['iterations']}"
-                    if "iterations" in record
-                    else ""
-                ),
-                flush=True,
-            )
+            print(f"{future.result()['run_id']}: {outcome(future.result())}", flush=True)
     return [future.result() for future in futures]
 
 

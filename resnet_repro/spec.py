@@ -1,6 +1,7 @@
 """What one training run is, as frozen dataclasses (Sec. 4.2 defaults); `asdict` feeds logs and W&B."""
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 from resnet_repro.data.cifar10 import DataConfig
@@ -45,8 +46,10 @@ class TrainSpec:
         s = self.schedule
         if s.max_iters <= 0:
             raise UserError(f"--iterations must be positive, got {s.max_iters}")
-        if s.lr <= 0:
+        if not math.isfinite(s.lr) or s.lr <= 0:  # `nan <= 0` is False: test finiteness first
             raise UserError(f"--lr must be positive, got {s.lr}")
+        if not 0 <= self.seed < 2**32:  # the range Lightning's seed_everything accepts
+            raise UserError(f"--seed must be between 0 and {2**32 - 1}, got {self.seed}")
         increasing = all(a < b for a, b in zip(s.milestones, s.milestones[1:], strict=False))
         if not increasing or any(m <= 0 or m >= s.max_iters for m in s.milestones):
             raise UserError(

@@ -1,17 +1,15 @@
 """One training run: the spec, the Trainer's flags, checkpoints and exact resume, and the run's record.
 
-A run directory holds `run.json` (config, provenance, status, final metrics), `metrics.csv` (Lightning's
-CSVLogger: the source of truth for plots and tables) and `checkpoints/last.ckpt`.
+A run directory (see rundir.py) holds `run.json` (config, provenance, status, final metrics),
+`metrics.csv` (Lightning's CSVLogger: the source of truth for plots and tables) and
+`checkpoints/last.ckpt`.
 """
 
 import dataclasses
-import json
 import logging
-import netrc
 import os
-import platform
+import shutil
 import signal
-import subprocess
 import time
 import warnings
 from dataclasses import dataclass
@@ -21,16 +19,24 @@ import lightning.pytorch as pl
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.fabric.utilities.rank_zero import rank_zero_only
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.accelerators import CPUAccelerator
+from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.trainer.states import TrainerFn
 
+from resnet_repro import wandb_logging
 from resnet_repro.data.cifar10 import CIFAR10DataModule
 from resnet_repro.errors import UserError
+from resnet_repro.files import AtomicCheckpointIO
 from resnet_repro.flops import count_parameters
 from resnet_repro.module import ClassifierModule, NonFiniteLossError
-from resnet_repro.spec import TrainSpec, spec_digest
+from resnet_repro.rundir import RunDir, differences, provenance
+from resnet_repro.spec import TrainSpec
 
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
+# The signals that stop a run cleanly: Ctrl-C, and SIGTERM from SLURM (at --time and on preemption),
+# `timeout`, `docker stop` and `kill`. Each gives its conventional exit status, 128 + the signal number.
+STOP_SIGNALS = {signal.SIGINT: "ctrl-c", signal.SIGTERM: "SIGTERM"}
 
 # Lightning's start-up banners (GPU/TPU availability, tips) would repeat for every run of an experiment.
 logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
@@ -58,36 +64,67 @@ class RunOptions:
 
     run_dir: Path
     resume: bool = False
+    restart: bool = False  # discard whatever the run directory holds and train from scratch (`run --force`)
     wandb: str = "on"  # on: online if logged in, else offline; offline; off
-    wandb_project: str = "resnet-repro"
+    wandb_project: str = wandb_logging.PROJECT
     group: str | None = None  # W&B run group (the experiment id)
     progress: bool = True
     extra_meta: dict | None = None  # e.g. the profile and artifact that asked for this run
     deadline: float | None = None  # time.time() at which to checkpoint and stop (--stop-after), as Ctrl-C does
 
 
-class _StopOnInterrupt(Callback):
-    """Ctrl-C, or reaching the deadline, finishes the current iteration, saves `last.ckpt` and stops;
+class _Checkpoints(Callback):
+    """`last.ckpt` every `checkpoint_every` iterations; at an evaluation step, after the evaluation.
+
+    A job killed during an evaluation then resumes from the checkpoint before it and evaluates again,
+    so no evaluation is lost. Lightning's ModelCheckpoint saves before the evaluation, and it remembers
+    its directory in the checkpoint (a moved run directory then writes `last-v1.ckpt` beside a stale
+    `last.ckpt`); this writes one path, relative to the run directory, wherever that now lies.
+    """
+
+    def __init__(self, path: Path, every: int, eval_every: int):
+        self.path, self.every, self.eval_every = path, every, eval_every
+        self.saved_step: int | None = None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if step % self.every == 0 and step % self.eval_every != 0:
+            self.save(trainer)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        step = trainer.global_step
+        if trainer.state.fn == TrainerFn.FITTING and step % self.every == 0 and step != self.saved_step:
+            self.save(trainer)
+
+    def save(self, trainer) -> None:
+        trainer.save_checkpoint(self.path, weights_only=False)
+        self.saved_step = trainer.global_step
+
+
+class _StopOnSignal(Callback):
+    """Ctrl-C, SIGTERM or the deadline: finish the current iteration, save `last.ckpt` and stop;
     `--resume` continues.
 
     With several processes (DDP) they must stop at the same iteration, so the flag is shared across
     ranks at logging steps only (one small all-reduce per interval, none per iteration).
     """
 
-    def __init__(self, checkpoint: ModelCheckpoint, deadline: float | None = None):
-        self.checkpoint, self.interrupted, self._previous = checkpoint, False, None
-        self.deadline, self.reason = deadline, None
+    def __init__(self, checkpoints: _Checkpoints, deadline: float | None = None):
+        self.checkpoints, self.deadline = checkpoints, deadline
+        self.interrupted, self.reason = False, None
+        self._previous: dict = {}
         self._stopped = False
 
     def on_fit_start(self, trainer, pl_module) -> None:
+        # Installed after Lightning's own handlers (which log SIGTERM and let the run end with status 0).
         def handler(signum, frame):
-            self.interrupted, self.reason = True, "ctrl-c"
+            self.interrupted, self.reason = True, STOP_SIGNALS[signum]
 
-        if hasattr(signal, "SIGINT"):
+        for signum in STOP_SIGNALS:
             try:
-                self._previous = signal.signal(signal.SIGINT, handler)
-            except ValueError:  # not the main thread: leave Ctrl-C to Lightning
-                self._previous = None
+                self._previous[signum] = signal.signal(signum, handler)
+            except ValueError:  # not the main thread: leave the signal to Lightning
+                pass
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self._stopped:
@@ -99,7 +136,7 @@ class _StopOnInterrupt(Callback):
                 return
             self.interrupted = trainer.strategy.reduce_boolean_decision(self.interrupted, all=False)
         if self.interrupted:
-            trainer.save_checkpoint(Path(self.checkpoint.dirpath) / "last.ckpt", weights_only=False)
+            self.checkpoints.save(trainer)
             # Not `trainer.should_stop`: that makes Lightning run an extra evaluation and re-log this step's
             # train row, so resumed curves would differ. End the loop as if max_steps were reached instead.
             trainer.fit_loop.epoch_loop.max_steps = trainer.global_step
@@ -109,10 +146,10 @@ class _StopOnInterrupt(Callback):
         self.restore()
 
     def restore(self) -> None:
-        """Give Ctrl-C back to the handler it had before the run."""
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        """Give the signals back to the handlers they had before the run."""
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous = {}
 
 
 class _IterationBar(TQDMProgressBar):
@@ -130,87 +167,10 @@ class _IterationBar(TQDMProgressBar):
         return metrics
 
 
-def provenance() -> dict:
-    """Commit, library versions and hardware, stored with every run."""
-    import lightning
-    import torchvision
-
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short=10", "HEAD"],
-            capture_output=True,
-            text=True,
-            cwd=Path(__file__).parent,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            cwd=Path(__file__).parent,
-        ).stdout.strip()
-        commit += "+dirty" if dirty else ""
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
-    if torch.cuda.is_available():
-        hardware = f"{torch.cuda.device_count()}x {torch.cuda.get_device_name(0)}"
-    else:
-        hardware = f"CPU: {os.cpu_count()} cores ({platform.machine()}), {torch.get_num_threads()} torch threads"
-    return {
-        "commit": commit,
-        "hardware": hardware,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "lightning": lightning.__version__,
-        "host": platform.node(),
-    }
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Write JSON atomically: a crash never leaves a half-written record."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
-
-
-def wandb_offline(requested: str) -> bool:
-    """`--wandb on` logs online only when the user is logged in (WANDB_API_KEY or `wandb login`'s netrc)."""
-    if requested == "offline" or os.environ.get("WANDB_MODE") in ("offline", "dryrun"):
-        return True
-    if os.environ.get("WANDB_API_KEY"):
-        return False
-    try:
-        return netrc.netrc().authenticators("api.wandb.ai") is None
-    except (OSError, netrc.NetrcParseError):
-        return True
-
-
-def _wandb_logger(spec: TrainSpec, options: RunOptions):
-    """W&B through Lightning: online when logged in, otherwise offline (sync later with `wandb sync`)."""
-    if options.wandb == "off":
-        return None
-    import wandb  # imported only when on: it takes seconds
-    from lightning.pytorch.loggers import WandbLogger
-
-    offline = wandb_offline(options.wandb)
-    if wandb.run is not None:  # a run left open in this process would swallow this one's logs
-        wandb.finish()
-    return WandbLogger(
-        project=options.wandb_project,
-        group=options.group,
-        name=options.run_dir.name,
-        save_dir=str(options.run_dir),
-        offline=offline,
-        config=spec.to_dict(),
-        job_type="train",
-    )
-
-
 def train(spec: TrainSpec, options: RunOptions, hardware: Hardware = Hardware(), datamodule=None) -> dict:
     """Train one run to `spec.schedule.max_iters` (or resume it) and return its record (run.json)."""
     spec.validate()
-    if options.wandb not in ("on", "offline", "off"):
+    if options.wandb not in wandb_logging.MODES:
         raise UserError(f"--wandb must be on, offline or off, got {options.wandb!r}")
     if hardware.precision not in PRECISIONS:
         raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {hardware.precision!r}")
@@ -230,64 +190,24 @@ def train(spec: TrainSpec, options: RunOptions, hardware: Hardware = Hardware(),
     dm.prepare_data()
     dm.setup("fit")  # data errors surface here, before the run directory exists
 
-    run_dir = options.run_dir
-    ckpt_dir = run_dir / "checkpoints"
-    last = ckpt_dir / "last.ckpt"
-    record_path = run_dir / "run.json"
-    if options.resume and not last.exists():
-        raise UserError(f"nothing to resume in {run_dir}: no checkpoints/last.ckpt (run without --resume to start)")
-    previous = json.loads(record_path.read_text()) if options.resume and record_path.exists() else {}
-    changed = differences(previous, spec, dm.source.get("sha256"), hardware) if previous else []
-    if changed:
-        raise UserError(
-            f"{run_dir} was started with other settings ({', '.join(changed)}); resume with the same flags and --data"
-        )
+    run = RunDir(options.run_dir)
+    checkpoints = _Checkpoints(run.checkpoint, spec.checkpoint_every, spec.eval_every)
+    interrupt = _StopOnSignal(checkpoints, options.deadline)
+    trainer = _trainer(spec, hardware, options, [checkpoints, interrupt])
     # Under DDP the launcher re-runs this function in every process (torchrun, SLURM, or Lightning's own
     # launcher starting ranks 1.. from inside fit): only global rank 0 checks and writes the run's files.
     is_zero = rank_zero_only.rank == 0
-    if is_zero and not options.resume and record_path.exists():
-        raise UserError(f"{run_dir} already holds a run: pass --resume to continue it or choose another --out")
-
-    checkpoint = ModelCheckpoint(
-        dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=spec.checkpoint_every
-    )
-    interrupt = _StopOnInterrupt(checkpoint, options.deadline)
-    loggers = [CSVLogger(save_dir=run_dir, name="", version="")]
-    wandb_logger = _wandb_logger(spec, options)
-    if wandb_logger is not None:
-        loggers.append(wandb_logger)
-    # The Trainer is built before anything is written, so that bad hardware flags (--accelerator gpu
-    # without a GPU, a --strategy typo) give a one-line error and leave no half-made run behind.
-    try:
-        trainer = pl.Trainer(
-            max_steps=spec.schedule.max_iters,
-            max_epochs=-1,
-            val_check_interval=spec.eval_every,
-            check_val_every_n_epoch=None,
-            log_every_n_steps=spec.log_every,
-            num_sanity_val_steps=0,
-            accelerator=hardware.accelerator,
-            devices=_devices(hardware.devices),
-            num_nodes=hardware.num_nodes,
-            strategy=hardware.strategy,
-            precision=hardware.precision,
-            deterministic=hardware.deterministic,
-            logger=loggers,
-            callbacks=[checkpoint, interrupt, *([_IterationBar()] if options.progress else [])],
-            enable_progress_bar=options.progress,
-            enable_model_summary=False,
-            use_distributed_sampler=False,
-            default_root_dir=run_dir,
-            benchmark=not hardware.deterministic,  # cuDNN autotuning: shapes are fixed
+    previous = _claim(run, spec, dm.source.get("sha256"), hardware, options) if is_zero else {}
+    if previous.get("status") == "finished":
+        print(
+            f"{run.path}: finished earlier at iteration {previous.get('iterations')}; nothing to resume, nothing changed"
         )
-    except (MisconfigurationException, ValueError, TypeError, ImportError) as exc:  # ImportError: tpu without torch_xla
-        flags = f"--accelerator {hardware.accelerator} --devices {hardware.devices} --strategy {hardware.strategy}"
-        raise UserError(f"cannot train with {flags}: {str(exc).splitlines()[0]}") from None
-
-    run_dir.mkdir(parents=True, exist_ok=True)
+        run.unlock()
+        return previous
+    resume = options.resume
 
     record = {
-        "run_id": run_dir.name,
+        "run_id": run.name,
         "status": "running",
         "spec": spec.to_dict(),
         **(options.extra_meta or {}),
@@ -299,46 +219,56 @@ def train(spec: TrainSpec, options: RunOptions, hardware: Hardware = Hardware(),
         "started": previous.get("started", time.strftime("%Y-%m-%dT%H:%M:%S%z")),
         "wall_time_s": previous.get("wall_time_s", 0.0),
     }
+    wandb_logger = wandb_logging.run_logger(
+        options.wandb,
+        name=run.name,
+        group=options.group,
+        save_dir=run.path,
+        config=spec.to_dict(),
+        project=options.wandb_project,
+    )
+    if wandb_logger is not None:
+        trainer.loggers = [*trainer.loggers, wandb_logger]
     if is_zero:
-        write_json(record_path, record)
-        _keep_previous_metrics(run_dir)
+        run.write_record(record)
+        run.keep_previous_metrics()
     started = time.perf_counter()
-    with warnings.catch_warnings():
-        # Our loaders yield only indices; pixels are gathered on the device, so workers would not help.
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        warnings.filterwarnings("ignore", message=".*is not resumable.*")  # our data order is a function of the step
-        warnings.filterwarnings("ignore", message=".*has `__len__` defined.*")  # one process yields all batches
-        warnings.filterwarnings("ignore", message=".*exists and is not empty.*")  # see _keep_previous_metrics
-        # Evaluation metrics are summed over ranks by the module itself before they are logged.
-        warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting.*")
-        try:
+    try:
+        with warnings.catch_warnings():
+            _quiet_lightning_warnings()
             if hardware.compile:
                 # Only the network is compiled, in place: its state_dict keys stay those of the eager model,
                 # so compiled and eager runs share checkpoints. Compiling the whole LightningModule would
                 # trace training_step, whose Python-side running counters change every step and made
                 # torch.compile recompile each iteration until it gave up and fell back to eager.
                 module.model.compile()
-            trainer.fit(module, datamodule=dm, ckpt_path=str(last) if options.resume else None)
+            trainer.fit(module, datamodule=dm, ckpt_path=str(run.checkpoint) if resume else None)
             if not interrupt.interrupted:
                 if module.last_eval.get("step") != trainer.global_step:
                     trainer.validate(module, datamodule=dm, verbose=False)  # the last iterate is always evaluated
-                if trainer.global_step % spec.checkpoint_every:  # Lightning saved `last` at the previous multiple
-                    trainer.save_checkpoint(last, weights_only=False)  # a full checkpoint, as Lightning's own
-        except Exception as exc:
-            status = "diverged" if isinstance(exc, NonFiniteLossError) else f"failed: {type(exc).__name__}"
-            record.update(status=status, wall_time_s=record["wall_time_s"] + time.perf_counter() - started)
-            if is_zero:
-                write_json(record_path, record)
-            raise
-        finally:
-            # A run that raised (divergence, a crash) skips on_fit_end, and Lightning's teardown re-installs
-            # the handlers it found at fit start, ours included: without this, Ctrl-C would no longer reach
-            # the rest of the process (the next run of an experiment, a notebook).
-            interrupt.restore()
-            if wandb_logger is not None:
-                import wandb
-
-                wandb.finish()
+                if checkpoints.saved_step != trainer.global_step:
+                    checkpoints.save(trainer)  # the final state is always last.ckpt
+    except BaseException as exc:
+        diverged = isinstance(exc, NonFiniteLossError)
+        status = "diverged" if diverged else "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        record.update(status=status, final={}, wall_time_s=record["wall_time_s"] + time.perf_counter() - started)
+        if diverged:
+            record["diverged_at"] = trainer.global_step
+        if not diverged and not isinstance(exc, KeyboardInterrupt):
+            record["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        if is_zero:
+            _write_record_if_possible(run, record)
+        if diverged:
+            raise NonFiniteLossError(f"{exc}; {_what_is_left(run)}") from None
+        raise
+    finally:
+        # A run that raised (divergence, a crash) skips on_fit_end, and Lightning's teardown re-installs
+        # the handlers it found at fit start, ours included: without this, Ctrl-C would no longer reach
+        # the rest of the process (the next run of an experiment, a notebook).
+        interrupt.restore()
+        if wandb_logger is not None:
+            wandb_logging.finish()
+        run.unlock()
     record["wall_time_s"] += time.perf_counter() - started
     if trainer.world_size > 1:
         record["hardware"] += f"; {trainer.world_size} processes ({hardware.strategy}, {trainer.num_nodes} node(s))"
@@ -360,50 +290,135 @@ def train(spec: TrainSpec, options: RunOptions, hardware: Hardware = Hardware(),
         finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
     if trainer.is_global_zero:
-        write_json(record_path, record)
+        run.write_record(record)
     return record
 
 
-def differences(record: dict, spec: TrainSpec, data_sha256: str | None, hardware: Hardware) -> list[str]:
-    """What makes a logged run (`record`) another run than `spec` on this data and hardware; [] if none.
+def _trainer(spec: TrainSpec, hardware: Hardware, options: RunOptions, callbacks: list) -> pl.Trainer:
+    """The Trainer, built before anything is written: bad hardware flags (--accelerator gpu without a
+    GPU, a --strategy typo, more processes than the machine can run) give one line and leave nothing."""
+    try:
+        trainer = pl.Trainer(
+            max_steps=spec.schedule.max_iters,
+            max_epochs=-1,
+            val_check_interval=spec.eval_every,
+            check_val_every_n_epoch=None,
+            log_every_n_steps=spec.log_every,
+            num_sanity_val_steps=0,
+            accelerator=hardware.accelerator,
+            devices=_devices(hardware.devices),
+            num_nodes=hardware.num_nodes,
+            strategy=hardware.strategy,
+            precision=hardware.precision,
+            deterministic=hardware.deterministic,
+            logger=[CSVLogger(save_dir=options.run_dir, name="", version="")],
+            callbacks=[*callbacks, *([_IterationBar()] if options.progress else [])],
+            enable_checkpointing=False,  # _Checkpoints writes last.ckpt
+            plugins=[AtomicCheckpointIO()],
+            enable_progress_bar=options.progress,
+            enable_model_summary=False,
+            use_distributed_sampler=False,
+            default_root_dir=options.run_dir,
+            benchmark=not hardware.deterministic,  # cuDNN autotuning: shapes are fixed
+        )
+    except (MisconfigurationException, ValueError, TypeError, ImportError) as exc:  # ImportError: tpu without torch_xla
+        raise UserError(f"cannot train with {_flags(hardware)}: {str(exc).splitlines()[0]}") from None
+    _check_runnable(trainer, hardware)
+    return trainer
 
-    Beyond the spec: the data copy, and the numerics the Trainer decides (precision, compile, and the
-    device count, since BN normalises over batch / devices: Sec. 4.2's 64 images on each of two GPUs).
+
+def _check_runnable(trainer: pl.Trainer, hardware: Hardware) -> None:
+    """Refuse what Lightning accepts but cannot run here (it would hang, or silently run something else)."""
+    on_cpu = isinstance(trainer.accelerator, CPUAccelerator)
+    if on_cpu and hardware.precision == "16-mixed":
+        # Lightning would switch to bf16-mixed on a CPU while the run recorded 16-mixed.
+        raise UserError("--precision 16-mixed needs a GPU; on a CPU use bf16-mixed or the paper's 32-true")
+    cores = os.cpu_count() or 1
+    if on_cpu and trainer.num_devices > cores:
+        raise UserError(
+            f"--devices {hardware.devices} asks for {trainer.num_devices} CPU processes on a machine with {cores} "
+            f"cores; use at most --devices {cores} (or a GPU machine)"
+        )
+    launched = any(v in os.environ for v in ("SLURM_NTASKS", "WORLD_SIZE", "NODE_RANK", "GROUP_RANK"))
+    if hardware.num_nodes > 1 and not launched:
+        # Without a launcher nothing starts the other nodes' processes, and rank 0 would wait for them forever.
+        raise UserError(
+            f"--num-nodes {hardware.num_nodes} needs a multi-node launcher (SLURM's srun or torchrun on every "
+            "node; see the README's multi-node section); none is set up in this environment"
+        )
+
+
+def _claim(run: RunDir, spec: TrainSpec, data_sha256: str | None, hardware: Hardware, options: RunOptions) -> dict:
+    """Lock the run directory and decide how to begin; return the record to continue ({} to start afresh).
+
+    The lock comes first: another live process may be writing the directory. A refusal leaves the
+    directory as it was (and removes it if this call made it).
     """
-    changed = []
-    if spec_digest(TrainSpec.from_dict(record["spec"])) != spec_digest(spec):
-        old, new = _flat(record["spec"]), _flat(spec.to_dict())
-        changed += [f"{k} {old.get(k)} -> {new.get(k)}" for k in sorted(new) if old.get(k) != new.get(k)]
-    theirs = record.get("data_source", {}).get("sha256")
-    if data_sha256 is not None and theirs != data_sha256:
-        changed.append(f"data sha256 {str(theirs)[:12]} -> {data_sha256[:12]}")
-    world = int(hardware.devices) * hardware.num_nodes if str(hardware.devices).isdigit() else None
-    if world is not None and record.get("world_size", 1) != world:
-        changed.append(f"devices {record.get('world_size', 1)} -> {world}")
-    flags = record.get("hardware_flags", {})
-    for name in ("precision", "compile"):
-        if flags.get(name, getattr(hardware, name)) != getattr(hardware, name):
-            changed.append(f"{name} {flags.get(name)} -> {getattr(hardware, name)}")
-    return changed
+    existed = run.path.exists()
+    run.lock()
+    try:
+        return _how_to_begin(run, spec, data_sha256, hardware, options)
+    except BaseException:
+        run.unlock()
+        if not existed:
+            shutil.rmtree(run.path, ignore_errors=True)
+        raise
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    """{"schedule": {"lr": 0.1}} -> {"schedule.lr": 0.1}, to name what changed."""
-    out = {}
-    for key, value in d.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
-    return out
+def _how_to_begin(run: RunDir, spec: TrainSpec, data_sha256, hardware: Hardware, options: RunOptions) -> dict:
+    if options.restart:
+        run.clear()
+        return {}
+    record = run.read_record()
+    has_checkpoint = run.checkpoint.exists()
+    if options.resume and not has_checkpoint:
+        again = " again" if record else ""
+        raise UserError(
+            f"nothing to resume in {run.path}: no checkpoints/last.ckpt (run without --resume to start it{again})"
+        )
+    if record is not None and not has_checkpoint:
+        # Killed (kill -9, power loss) before its first checkpoint: nothing to continue, so start again.
+        print(f"{run.path}: the earlier attempt stopped before its first checkpoint; starting it again")
+        run.clear()
+        return {}
+    if record is not None and not options.resume:
+        raise UserError(f"{run.path} already holds a run: pass --resume to continue it or choose another --out")
+    changed = differences(record, spec, data_sha256, hardware) if record else []
+    if changed:
+        raise UserError(
+            f"{run.path} was started with other settings ({', '.join(changed)}); resume with the same flags and --data"
+        )
+    return record or {}
 
 
-def _keep_previous_metrics(run_dir: Path) -> None:
-    """Lightning's CSVLogger deletes an existing metrics.csv; a resumed run keeps it as metrics-K.csv."""
-    current = run_dir / "metrics.csv"
-    if current.exists():
-        parts = len(list(run_dir.glob("metrics-*.csv")))
-        os.replace(current, run_dir / f"metrics-{parts}.csv")
+def _what_is_left(run: RunDir) -> str:
+    """After a divergence: what the run directory still holds, said as it is."""
+    if run.checkpoint.exists():
+        step = torch.load(run.checkpoint, map_location="cpu", weights_only=False, mmap=True).get("global_step")
+        return f"checkpoints/last.ckpt holds the last finite state (iteration {step}); try a lower --lr or warm-up"
+    return "it diverged before its first checkpoint, so none was written; try a lower --lr or warm-up"
+
+
+def _write_record_if_possible(run: RunDir, record: dict) -> None:
+    """Record a failure; if even that fails (a full disk), the original error is the one to report."""
+    try:
+        run.write_record(record)
+    except OSError:
+        pass
+
+
+def _quiet_lightning_warnings() -> None:
+    # Our loaders yield only indices; pixels are gathered on the device, so workers would not help.
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*is not resumable.*")  # our data order is a function of the step
+    warnings.filterwarnings("ignore", message=".*has `__len__` defined.*")  # one process yields all batches
+    warnings.filterwarnings("ignore", message=".*exists and is not empty.*")  # see RunDir.keep_previous_metrics
+    # Evaluation metrics are summed over ranks by the module itself before they are logged.
+    warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting.*")
+
+
+def _flags(hardware: Hardware) -> str:
+    return f"--accelerator {hardware.accelerator} --devices {hardware.devices} --strategy {hardware.strategy}"
 
 
 def _devices(devices: str):

@@ -638,3 +638,25 @@ def test_python_m_resnet_repro_train_bad_lr_exits_2(tiny_cifar_archive, cifar_ca
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == ["resnet-repro train: error: --lr must be positive, got -1.0"]
     assert not out.exists()
+
+
+def test_train_killed_during_an_evaluation_loses_no_evaluation(uninterrupted_run, tmp_path, monkeypatch):
+    # Iteration 12 is both a checkpoint (every 4) and an evaluation (every 6) step: a job killed while it
+    # evaluates must resume from the checkpoint before (8) and evaluate 12 again, not skip it.
+    spec, reference, reference_dir = uninterrupted_run
+    original = ClassifierModule.validation_step
+
+    def killed(self, batch, batch_idx, dataloader_idx=0):
+        if self.global_step == 12:
+            raise RuntimeError("simulated kill during evaluation")
+        return original(self, batch, batch_idx, dataloader_idx)
+
+    run_dir = tmp_path / "killed"
+    with monkeypatch.context() as patch:
+        patch.setattr(ClassifierModule, "validation_step", killed)
+        with pytest.raises(RuntimeError, match="simulated kill"):
+            run(spec, run_dir)
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 8
+    resumed = run(spec, run_dir, resume=True)
+    assert_same_run(run_dir, resumed, reference_dir, reference)
+    assert 12 in curves(run_dir)["test/error"].dropna().index

@@ -4,9 +4,9 @@ import argparse
 import time
 from pathlib import Path
 
-from resnet_repro.commands.train import EXIT_TIME_LIMIT, add_hardware_arguments, deadline, hardware_from_args
+from resnet_repro.commands.train import add_hardware_arguments, deadline, hardware_from_args, stop_status
 from resnet_repro.data.cifar10 import DataConfig
-from resnet_repro.errors import UserError, exit_status
+from resnet_repro.errors import EXIT_TIME_LIMIT, OneLineParser, UserError, exit_status
 from resnet_repro.experiment import PROFILES, Experiment, plan_variants, skipped_models
 from resnet_repro.spec import run_id
 
@@ -52,7 +52,7 @@ def run(args) -> int:
 
 def main(experiment: Experiment, argv=None) -> int:
     """Entry point of `python experiments/<artifact>.py`: the same flags as `resnet-repro run`."""
-    parser = argparse.ArgumentParser(prog=f"experiments/{experiment.id}.py", description=experiment.caption)
+    parser = OneLineParser(prog=f"experiments/{experiment.id}.py", description=experiment.caption)
     add_run_arguments(parser)
     args = parser.parse_args(argv)
     return exit_status(experiment.id, lambda: execute(experiment, args))
@@ -96,7 +96,7 @@ def execute(experiment: Experiment, args) -> int:
         return EXIT_TIME_LIMIT
     if unfinished:
         print(f"{experiment.id}: interrupted; checkpoint saved. Run the same command again to resume.")
-        return 130
+        return stop_status(stopped[0].get("stopped_by"))
     if args.only is not None:
         print(
             f"trained {args.only}; render the artifact once all its runs are done: resnet-repro report {experiment.id} --profile {profile.name}"

@@ -2,13 +2,14 @@
 
 import argparse
 import dataclasses
+import math
 import re
 import sys
 import time
 from pathlib import Path
 
 from resnet_repro.data.cifar10 import DataConfig
-from resnet_repro.errors import UserError
+from resnet_repro.errors import EXIT_CTRL_C, EXIT_DIVERGED, EXIT_SIGTERM, EXIT_TIME_LIMIT, UserError
 from resnet_repro.spec import Schedule, TrainSpec
 
 
@@ -41,7 +42,7 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="iterations where lr is divided by 10 (paper: 32000,48000; default: 50%%,75%% of --iterations)",
     )
-    parser.add_argument("--lr", type=float, default=s.lr, help="base learning rate (paper: 0.1)")
+    parser.add_argument("--lr", type=finite_float, default=s.lr, help="base learning rate (paper: 0.1)")
     parser.add_argument(
         "--warmup",
         choices=["auto", "on", "off"],
@@ -129,7 +130,20 @@ def spec_from_args(args, model: str) -> TrainSpec:
     )
 
 
-EXIT_TIME_LIMIT = 3  # stopped by --stop-after with work left: run the same command again (with --resume for train)
+def stop_status(stopped_by: str | None) -> int:
+    """The exit status of a run stopped early: 3 at --stop-after (run again), 143 SIGTERM, 130 Ctrl-C."""
+    return {"time limit": EXIT_TIME_LIMIT, "SIGTERM": EXIT_SIGTERM}.get(stopped_by, EXIT_CTRL_C)
+
+
+def finite_float(text: str) -> float:
+    """A float flag that must be a real number: `--lr nan` would train to NaN and write non-standard JSON."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
 
 
 def deadline(args) -> float | None:
@@ -185,7 +199,7 @@ def run(args) -> int:
         record = train(spec, options, hardware_from_args(args))
     except NonFiniteLossError as exc:
         print(f"resnet-repro train: stopped: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_DIVERGED
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
     if rank_zero_only.rank != 0:  # under DDP every process returns here; one summary is enough
@@ -198,7 +212,7 @@ def run(args) -> int:
             f"{args.model}: {why} at iteration {record['iterations']}; checkpoint saved, "
             f"continue with the same command plus --resume; {where}"
         )
-        return EXIT_TIME_LIMIT if record["stopped_by"] == "time limit" else 130
+        return stop_status(record["stopped_by"])
     print(
         f"{args.model} seed {spec.seed}: test error {final.get('test/error', float('nan')):.2f}% "
         f"(train {final.get('train/error', float('nan')):.2f}%) after {record['iterations']} iterations "

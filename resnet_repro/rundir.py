@@ -1,0 +1,178 @@
+"""A run directory, the one owner of a run's files: `run.json`, `metrics*.csv`, `checkpoints/last.ckpt`.
+
+It writes and reads the record (config, provenance, status, final metrics), keeps a resumed run's
+earlier metrics, holds the lock that keeps a second process out, and decides whether a logged run is
+the run a spec asks for. Every path is relative to the directory, so a run directory can be moved or
+copied and resumed where it now lies.
+"""
+
+import fcntl
+import json
+import os
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+
+import torch
+
+from resnet_repro.errors import UserError
+from resnet_repro.files import write_json
+from resnet_repro.spec import TrainSpec, spec_digest
+
+# The files that make a run's logs, copied to results/runs/ (never checkpoints).
+LOG_FILES = ("run.json", "metrics*.csv")
+
+
+class RunDir:
+    """The files of one run under `path` (named by its run id)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._lock = None
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def record_path(self) -> Path:
+        return self.path / "run.json"
+
+    @property
+    def checkpoint(self) -> Path:
+        """The run's latest state; always this file, wherever the directory has been moved."""
+        return self.path / "checkpoints" / "last.ckpt"
+
+    def read_record(self) -> dict | None:
+        """run.json, or None when the run was never started."""
+        if not self.record_path.exists():
+            return None
+        try:
+            return json.loads(self.record_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise UserError(
+                f"{self.record_path} is not a readable run record ({exc}); restore it (results/runs/ holds the "
+                "committed copies) or delete the run directory to retrain it"
+            ) from None
+
+    def write_record(self, record: dict) -> None:
+        write_json(self.record_path, record)
+
+    def status(self) -> str | None:
+        """'finished', 'running', 'interrupted', 'diverged', 'failed', or None (never started)."""
+        record = self.read_record()
+        return None if record is None else record.get("status")
+
+    def lock(self) -> None:
+        """Hold this directory for this process until it exits; a second process is refused in one line.
+
+        An advisory lock on `.lock` (flock): the kernel releases it when the process dies, however it dies.
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path / ".lock", "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise UserError(
+                f"{self.path} is being trained by another process ({holder}); wait for it to finish or stop it"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {platform.node()}\n")
+        handle.flush()
+        self._lock = handle
+
+    def unlock(self) -> None:
+        if self._lock is not None:
+            self._lock.close()  # closing the file releases the flock
+            self._lock = None
+
+    def keep_previous_metrics(self) -> None:
+        """Lightning's CSVLogger deletes an existing metrics.csv; a resumed run keeps it as metrics-K.csv."""
+        current = self.path / "metrics.csv"
+        if current.exists():
+            parts = len(list(self.path.glob("metrics-*.csv")))
+            os.replace(current, self.path / f"metrics-{parts}.csv")
+
+    def clear(self) -> None:
+        """Remove everything a run that never reached a checkpoint left (its logs start again)."""
+        for pattern in (*LOG_FILES, "checkpoints", "wandb"):
+            for path in self.path.glob(pattern):
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+    def copy_logs(self, dest: Path) -> None:
+        """Copy the run's logs (never checkpoints) into `dest`/<run id>/."""
+        target = Path(dest) / self.name
+        target.mkdir(parents=True, exist_ok=True)
+        for pattern in LOG_FILES:
+            for path in self.path.glob(pattern):
+                shutil.copy2(path, target / path.name)
+
+
+def provenance() -> dict:
+    """Commit, library versions and hardware, stored with every run."""
+    import lightning
+    import torchvision
+
+    here = Path(__file__).parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short=10", "HEAD"], capture_output=True, text=True, cwd=here, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, cwd=here
+        ).stdout.strip()
+        commit += "+dirty" if dirty else ""
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    if torch.cuda.is_available():
+        hardware = f"{torch.cuda.device_count()}x {torch.cuda.get_device_name(0)}"
+    else:
+        hardware = f"CPU: {os.cpu_count()} cores ({platform.machine()}), {torch.get_num_threads()} torch threads"
+    return {
+        "commit": commit,
+        "hardware": hardware,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "lightning": lightning.__version__,
+        "host": platform.node(),
+    }
+
+
+def differences(record: dict, spec: TrainSpec, data_sha256: str | None, hardware) -> list[str]:
+    """What makes a logged run (`record`) another run than `spec` on this data and hardware; [] if none.
+
+    Beyond the spec: the data copy, and the numerics the Trainer decides (precision, compile, and the
+    device count, since BN normalises over batch / devices: Sec. 4.2's 64 images on each of two GPUs).
+    """
+    changed = []
+    if spec_digest(TrainSpec.from_dict(record["spec"])) != spec_digest(spec):
+        old, new = _flat(record["spec"]), _flat(spec.to_dict())
+        changed += [f"{k} {old.get(k)} -> {new.get(k)}" for k in sorted(new) if old.get(k) != new.get(k)]
+    theirs = record.get("data_source", {}).get("sha256")
+    if data_sha256 is not None and theirs != data_sha256:
+        changed.append(f"data sha256 {str(theirs)[:12]} -> {data_sha256[:12]}")
+    world = int(hardware.devices) * hardware.num_nodes if str(hardware.devices).isdigit() else None
+    if world is not None and record.get("world_size", 1) != world:
+        changed.append(f"devices {record.get('world_size', 1)} -> {world}")
+    flags = record.get("hardware_flags", {})
+    for name in ("precision", "compile"):
+        if flags.get(name, getattr(hardware, name)) != getattr(hardware, name):
+            changed.append(f"{name} {flags.get(name)} -> {getattr(hardware, name)}")
+    return changed
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    """{"schedule": {"lr": 0.1}} -> {"schedule.lr": 0.1}, to name what changed."""
+    out = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+    return out
