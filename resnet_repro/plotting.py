@@ -112,21 +112,23 @@ def _iteration_label(xscale: float) -> str:
     return f"iter. (×{xscale:g})"
 
 
-def _new_figure(n_panels: int, footer: str, title: str | None = None):
-    """A figure of `n_panels` axes side by side with `footer` wrapped in the space under them."""
-    width = PANEL_SIZE[0] * n_panels
+def _new_figure(n_panels: int, footer: str, title: str | None = None, *, rows: int = 1, width_scale: float = 1.0):
+    """A figure of `n_panels` axes side by side (or `rows` stacked) with `footer` wrapped under them."""
+    columns = n_panels // rows
+    width = PANEL_SIZE[0] * columns * width_scale
     chars_per_line = int(width * 72 / (FOOTER_FONTSIZE * 0.6))
     paragraphs = [textwrap.fill(p, chars_per_line, break_long_words=False) for p in footer.split("\n") if p]
     wrapped = "\n".join(paragraphs)
     footer_height = 0.14 * (wrapped.count("\n") + 1) + 0.1
     title_height, xlabel_height = (0.65 if title else 0.35), 0.55
-    height = title_height + PANEL_SIZE[1] + xlabel_height + footer_height
+    height = title_height + rows * (PANEL_SIZE[1] + xlabel_height) + footer_height
     fig = Figure(figsize=(width, height))
-    axes = fig.subplots(1, n_panels, squeeze=False)[0]
+    axes = fig.subplots(rows, columns, squeeze=False).ravel()
     fig.subplots_adjust(
         left=0.6 / width,
         right=1 - 0.15 / width,
         wspace=0.28,
+        hspace=xlabel_height / PANEL_SIZE[1] * 1.1,
         top=1 - title_height / height,
         bottom=(xlabel_height + footer_height) / height,
     )
@@ -226,6 +228,65 @@ def plot_train_test_panels(
             ax.plot(curve.index / xscale, curve.to_numpy(), color=colour, **PANEL_STYLE, label=label)
     _style_axes(left, ylim=ylim, xscale=xscale, ylabel="training error (%)")
     _style_axes(right, ylim=ylim, xscale=xscale, ylabel="test error (%)")
+    return fig
+
+
+# Fig. 7: "plain-20 (dashed olive), plain-56 (dashed red), ResNet-20 (solid olive), ResNet-56 (solid red),
+# ResNet-110 (solid black)".
+RESPONSE_STYLE = {False: {"linestyle": "--", "linewidth": 1.2}, True: {"linestyle": "-", "linewidth": 1.4}}
+
+
+def plot_layer_responses(responses: pd.DataFrame, models, *, footer: str, title: str | None = None) -> Figure:
+    """Fig. 7 style: std of each 3x3 layer's response, top in the original layer order, bottom sorted
+    in descending order; plain nets dashed, ResNets solid, one colour per depth (mean over seeds)."""
+    missing = [m for m in dict.fromkeys(models) if not (responses["model"] == m).any()]
+    lines = ["top: original layer order; bottom: sorted by magnitude; dashed = plain, solid = ResNet"]
+    if missing:
+        lines.append("no layer responses in the records, not drawn: " + ", ".join(model_label(m) for m in missing))
+    fig, (top, bottom) = _new_figure(2, "\n".join([*lines, footer]), title, rows=2, width_scale=2.0)
+    for model in dict.fromkeys(models):
+        if model in missing:
+            continue
+        per_layer = responses[responses["model"] == model].groupby("layer_index")["std"].mean().sort_index()
+        style = {"color": depth_colour(model_depth(model)), **RESPONSE_STYLE[model_info(model).residual]}
+        top.plot(per_layer.index, per_layer.to_numpy(), label=model_label(model), **style)
+        ordered = per_layer.sort_values(ascending=False).to_numpy()
+        bottom.plot(range(1, len(ordered) + 1), ordered, label=model_label(model), **style)
+    for ax, xlabel in ((top, "layer index (original)"), (bottom, "layer index (sorted by magnitude)")):
+        ax.set_xlim(left=0)
+        ax.set_ylim(bottom=0)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("std")
+        ax.grid(True, linestyle="--", linewidth=0.5, alpha=0.6)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="upper right", fontsize=8)
+    return fig
+
+
+VARIANT_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e")
+
+
+def plot_variant_curves(curves: pd.DataFrame, panels, *, footer: str, ylim, xscale: float, title: str | None = None):
+    """An ablation's curves: one panel per net, one colour per variant; dashed = training, bold = test.
+
+    Args:
+        panels: [(title, [(variant label, [run ids]), ...]), ...]; several run ids are averaged per step.
+    """
+    fig, axes = _new_figure(len(panels), f"dashed = training error, bold = test error\n{footer}", title)
+    for ax, (panel_title, variants) in zip(axes, panels, strict=True):
+        for colour, (label, run_ids) in zip(VARIANT_COLOURS, variants, strict=False):
+            rows = curves[curves["run_id"].isin(run_ids)]
+            for metric, style in ((TRAIN, TRAIN_STYLE), (TEST, TEST_STYLE)):
+                curve = rows.dropna(subset=[metric]).groupby("step")[metric].mean().sort_index()
+                ax.plot(
+                    curve.index / xscale,
+                    curve.to_numpy(),
+                    color=colour,
+                    **style,
+                    label=label if metric == TEST else None,
+                )
+        ax.set_title(panel_title)
+        _style_axes(ax, ylim=ylim, xscale=xscale, ylabel="error (%)")
     return fig
 
 

@@ -3,23 +3,34 @@
 Plots and tables are pure functions of these two frames (see plotting.py, tables.py).
 """
 
-import json
 from pathlib import Path
 
 import pandas as pd
 
 from resnet_repro.errors import UserError
 from resnet_repro.models import model_info
+from resnet_repro.rundir import RunDir
 
-METRICS = ["train/error", "train/loss", "test/error", "test/loss", "val/error", "val/loss", "lr", "throughput"]
+METRICS = [
+    "train/error",
+    "train/loss",
+    "test/error",
+    "test/top5_error",
+    "test/loss",
+    "val/error",
+    "val/top5_error",
+    "val/loss",
+    "lr",
+    "throughput",
+]
 
 
 def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame]:
     """One run's record (run.json) and its curves (metrics.csv, one row per logged iteration)."""
-    record = json.loads((run_dir / "run.json").read_text())
+    record = RunDir(run_dir).read_record()
     # A resumed run keeps its earlier logs as metrics-0.csv, metrics-1.csv, ... (see training.py).
     parts = sorted(run_dir.glob("metrics-*.csv"), key=lambda p: int(p.stem.split("-")[1])) + [run_dir / "metrics.csv"]
-    frames = [pd.read_csv(p) for p in parts if p.exists() and p.stat().st_size]
+    frames = [_read_csv(p) for p in parts if p.exists() and p.stat().st_size]
     raw = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({"step": []})
     # Lightning writes train and eval metrics of one step on separate rows, and a resumed run may log a
     # step twice (after its last checkpoint and again after resuming): keep the last value per step.
@@ -38,6 +49,16 @@ def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame]:
     return record, curves[["run_id", "model", "seed", "step", *METRICS]]
 
 
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is not a readable metrics log ({str(exc).splitlines()[0]}); {_MENDING}") from None
+
+
+_MENDING = "restore it (results/runs/ holds the committed copies) or delete its run directory to retrain it"
+
+
 def summary_row(record: dict) -> dict:
     """The flat row tables are built from: spec, provenance and last-iterate metrics."""
     spec, final, source = record["spec"], record.get("final", {}), record.get("data_source", {})
@@ -49,7 +70,9 @@ def summary_row(record: dict) -> dict:
         "family": info.family,
         "depth": info.depth,
         "residual": info.residual,
-        "shortcut": spec.get("shortcut") or "A",
+        # The option the net was built with: the spec's, else the model's default (None for a plain net).
+        "shortcut": spec.get("shortcut") or info.shortcut,
+        "warmup": spec["schedule"].get("warmup", "auto"),
         "seed": spec["seed"],
         "params": record.get("params"),
         "profile": record.get("profile", "custom"),
@@ -58,6 +81,7 @@ def summary_row(record: dict) -> dict:
         "iterations": record.get("iterations"),
         "final_train_error": final.get("train/error"),
         "final_test_error": final.get("test/error"),
+        "final_test_top5_error": final.get("test/top5_error"),
         "final_test_loss": final.get("test/loss"),
         "final_val_error": final.get("val/error"),
         "wall_time_s": record.get("wall_time_s"),
@@ -65,6 +89,11 @@ def summary_row(record: dict) -> dict:
         "commit": record.get("commit"),
         "hardware": record.get("hardware"),
         "warmup_end_iter": record.get("warmup_end_iter"),
+        # How it ran, for the deviation ledger: BN normalises over batch_size / world_size images.
+        "batch_size": spec.get("batch_size"),
+        "world_size": record.get("world_size", 1),
+        "precision": record.get("hardware_flags", {}).get("precision", "32-true"),
+        "compile": record.get("hardware_flags", {}).get("compile", False),
     }
 
 
@@ -96,3 +125,24 @@ def load_runs(
         what = "finished runs" if finished_only else "runs"
         raise UserError(f"no {what} logged under {runs_dir}: train them first (resnet-repro run ARTIFACT)")
     return pd.DataFrame(rows), pd.concat(curves, ignore_index=True)
+
+
+def load_responses(runs_dir: Path, run_ids: list[str]) -> pd.DataFrame:
+    """Fig. 7's layer responses of finished runs: one row per (run, layer), layers numbered from 1."""
+    rows = []
+    for run in run_ids:
+        record = RunDir(Path(runs_dir) / run).read_record()
+        if record is None:
+            continue
+        for index, response in enumerate(record.get("layer_responses") or [], start=1):
+            rows.append(
+                {
+                    "run_id": run,
+                    "model": record["spec"]["model"],
+                    "seed": record["spec"]["seed"],
+                    "layer_index": index,
+                    "layer": response["layer"],
+                    "std": response["std"],
+                }
+            )
+    return pd.DataFrame(rows, columns=["run_id", "model", "seed", "layer_index", "layer", "std"])

@@ -8,6 +8,7 @@ the final model, and picking the best test point would select on the test set.
 import math
 import numbers
 
+import numpy as np
 import pandas as pd
 
 from resnet_repro.paper import TABLE6
@@ -16,10 +17,54 @@ from resnet_repro.paper import TABLE6
 # "best (mean±std) as in [43]" without saying which; with 5 runs the two differ by a factor 1.12.
 STD_DDOF = 1
 
+# Bootstrap of the mean over seeds: resampled with replacement, a fixed generator so pages rebuild identically.
+BOOTSTRAP_RESAMPLES = 10_000
+MIN_SEEDS_FOR_INTERVAL = 3  # fewer seeds give no meaningful interval
+
+
+def bootstrap_interval(values, level: float = 0.95, resamples: int = BOOTSTRAP_RESAMPLES) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of `values`; (nan, nan) with fewer than 3 values."""
+    values = np.asarray([v for v in values if not pd.isna(v)], dtype=float)
+    if len(values) < MIN_SEEDS_FOR_INTERVAL:
+        return (math.nan, math.nan)
+    rng = np.random.default_rng(0)
+    means = rng.choice(values, size=(resamples, len(values)), replace=True).mean(axis=1)
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return (float(low), float(high))
+
+
+def seed_statistics(values) -> dict:
+    """Best (min), mean, std (ddof=1) and the bootstrap 95% interval of the mean over seeds."""
+    values = pd.Series(values, dtype=float).dropna()
+    low, high = bootstrap_interval(values)
+    return {
+        "best": values.min() if len(values) else math.nan,
+        "mean": values.mean() if len(values) else math.nan,
+        "std": values.std(ddof=STD_DDOF) if len(values) > STD_DDOF else math.nan,
+        "ci_low": low,
+        "ci_high": high,
+        "seeds": len(values),
+    }
+
+
+def format_interval(low: float, high: float) -> str:
+    return "" if math.isnan(low) else f"{low:.2f}–{high:.2f}"
+
+
+def inside(value: float | None, low: float, high: float) -> str:
+    """'yes' / 'no' when there is an interval and a paper number, else ''."""
+    if value is None or math.isnan(low):
+        return ""
+    return "yes" if low <= value <= high else "no"
+
+
 TABLE6_NOTE = (
     "ours: the last-iterate test error of each run (never the best point of a curve); best = min over "
     f"seeds, std with ddof={STD_DDOF}. ours mean − paper compares with the paper's mean where it gives "
-    "one (ResNet-110, 5 runs), else with its single number. Other methods are quoted from the paper."
+    "one (ResNet-110, 5 runs), else with its single number. With 3 or more seeds: a bootstrap 95% interval "
+    f"of our mean ({BOOTSTRAP_RESAMPLES:,} resamples of the seeds) and whether the paper's number lies inside "
+    "it. Other methods are quoted from the paper."
 )
 
 
@@ -99,6 +144,8 @@ def table6(summary: pd.DataFrame) -> pd.DataFrame:
             "ours mean": math.nan,
             "ours std": math.nan,
             "seeds": pd.NA,
+            "ours mean 95% CI": "",
+            "paper in CI": "",
             "ours mean − paper": math.nan,
             "note": "",
         }
@@ -111,17 +158,19 @@ def table6(summary: pd.DataFrame) -> pd.DataFrame:
             row.update({"seeds": 0, "note": "not run"})
             rows.append(row)
             continue
-        errors = mine["final_test_error"].astype(float)
+        stats = seed_statistics(mine["final_test_error"])
         params = mine["params"].iloc[0]
         paper_reference = paper_row.mean if paper_row.mean is not None else paper_row.error
         row.update(
             {
                 "# params (ours)": "" if pd.isna(params) else format_params(int(params)),
-                "ours best": errors.min(),
-                "ours mean": errors.mean(),
-                "ours std": errors.std(ddof=STD_DDOF) if len(errors) > STD_DDOF else math.nan,
-                "seeds": len(errors),
-                "ours mean − paper": errors.mean() - paper_reference,
+                "ours best": stats["best"],
+                "ours mean": stats["mean"],
+                "ours std": stats["std"],
+                "seeds": stats["seeds"],
+                "ours mean 95% CI": format_interval(stats["ci_low"], stats["ci_high"]),
+                "paper in CI": inside(paper_reference, stats["ci_low"], stats["ci_high"]),
+                "ours mean − paper": stats["mean"] - paper_reference,
             }
         )
         rows.append(row)
@@ -167,7 +216,72 @@ def render_markdown(df: pd.DataFrame, *, title: str, footer: str) -> str:
     return "\n".join([f"## {title}", "", header, rule, *body, "", footer.strip(), ""])
 
 
-def table6_markdown(summary: pd.DataFrame, *, profile: str, wall_time_s: float | None = None) -> str:
-    """Table 6 rendered with its note and the provenance footer, ready for results/table6/."""
-    footer = TABLE6_NOTE + "\n\n" + provenance_footer(summary, profile=profile, wall_time_s=wall_time_s)
-    return render_markdown(table6(summary), title="Table 6: CIFAR-10 test error (%)", footer=footer)
+def response_table(responses: pd.DataFrame, models: list[str]) -> pd.DataFrame:
+    """Fig. 7 in numbers: per net, the median, mean and extremes of its layers' response stds.
+
+    With several seeds each statistic is the mean over the seeds' runs.
+    """
+    rows = []
+    for model in models:
+        mine = responses[responses["model"] == model]
+        if len(mine) == 0:
+            continue
+        per_run = mine.groupby("run_id")["std"].agg(["median", "mean", "min", "max", "count"])
+        first = mine[mine["layer_index"] == 1].groupby("run_id")["std"].first()
+        rows.append(
+            {
+                "net": model,
+                "layers": int(per_run["count"].iloc[0]),
+                "median std": per_run["median"].mean(),
+                "mean std": per_run["mean"].mean(),
+                "min std": per_run["min"].mean(),
+                "max std": per_run["max"].mean(),
+                "first layer std": first.mean(),
+                "seeds": len(per_run),
+            }
+        )
+    columns = ["net", "layers", "median std", "mean std", "min std", "max std", "first layer std", "seeds"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def first_iteration_below(curves: pd.DataFrame, run_id: str, threshold: float) -> float:
+    """The first logged iteration whose running training error is below `threshold` (%); nan if none."""
+    rows = curves[(curves["run_id"] == run_id)].dropna(subset=["train/error"]).sort_values("step")
+    below = rows[rows["train/error"] < threshold]
+    return float(below["step"].iloc[0]) if len(below) else math.nan
+
+
+def ablation_table(summary: pd.DataFrame, curves: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
+    """One row per (net, variant): last-iterate errors with their spread over seeds, and when training
+    first converged (running training error below 90% and 80%, the warm-up's thresholds)."""
+    _check_one_profile(summary)
+    rows = []
+    for model in dict.fromkeys(summary["model"]):
+        for variant in variants:
+            mine = summary[(summary["model"] == model) & (summary["variant"] == variant)]
+            if len(mine) == 0:
+                continue
+            stats = seed_statistics(mine["final_test_error"])
+            below90 = [first_iteration_below(curves, r, 90.0) for r in mine["run_id"]]
+            below80 = [first_iteration_below(curves, r, 80.0) for r in mine["run_id"]]
+            rows.append(
+                {
+                    "net": model,
+                    "variant": variant,
+                    "seeds": stats["seeds"],
+                    "train error": mine["final_train_error"].astype(float).mean(),
+                    "test error best": stats["best"],
+                    "test error mean": stats["mean"],
+                    "test error std": stats["std"],
+                    "test mean 95% CI": format_interval(stats["ci_low"], stats["ci_high"]),
+                    "top-5 test error": pd.to_numeric(mine["final_test_top5_error"]).mean(),
+                    "first iter. train < 90%": float(np.nanmean(below90)) if not np.isnan(below90).all() else math.nan,
+                    "first iter. train < 80%": float(np.nanmean(below80)) if not np.isnan(below80).all() else math.nan,
+                    "wall time per run": format_duration(float(pd.to_numeric(mine["wall_time_s"]).mean())),
+                }
+            )
+    table = pd.DataFrame(rows)
+    for column in ("first iter. train < 90%", "first iter. train < 80%"):
+        if column in table:
+            table[column] = table[column].round().astype("Int64")  # iterations: whole numbers
+    return table

@@ -177,11 +177,29 @@ def test_provenance_footer_paper_profile_and_given_wall_time():
         tables.provenance_footer(summary, profile="quick")
 
 
-def test_table6_markdown_has_note_and_provenance():
-    text = tables.table6_markdown(summary_of(run("resnet20", 0, 9.0)), profile="quick")
-    assert text.startswith("## Table 6: CIFAR-10 test error (%)")
-    assert "| ResNet | 20 | 0.27M | 8.75 | 0.27M | 9.00 | 9.00 |  | 1 | 0.25 |  |" in text
-    assert "ddof=1" in text and "sha256:fdf0b4f6" in text
+def test_table6_markdown_rows_hold_ours_beside_the_paper():
+    text = tables.render_markdown(tables.table6(summary_of(run("resnet20", 0, 9.0))), title="T6", footer="f")
+    assert "| ResNet | 20 | 0.27M | 8.75 | 0.27M | 9.00 | 9.00 |  | 1 |  |  | 0.25 |  |" in text
+    assert "ddof=1" in tables.TABLE6_NOTE and "bootstrap 95% interval" in tables.TABLE6_NOTE
+
+
+def test_bootstrap_interval_covers_the_mean_and_needs_three_seeds():
+    assert all(math.isnan(v) for v in tables.bootstrap_interval([6.5, 6.7]))
+    low, high = tables.bootstrap_interval([6.43, 6.61, 6.8, 6.55, 6.7])
+    assert low < 6.618 < high and high - low < 0.5
+    assert tables.bootstrap_interval([6.43, 6.61, 6.8, 6.55, 6.7]) == (low, high)  # seeded: pages rebuild equal
+    assert tables.bootstrap_interval([7.0, 7.0, 7.0]) == (7.0, 7.0)
+
+
+def test_table6_says_whether_the_paper_lies_in_our_interval():
+    # Five ResNet-110 seeds around 6.6 hold the paper's mean 6.61; five around 7.5 do not.
+    near = summary_of(*[run("resnet110", s, e) for s, e in enumerate([6.4, 6.5, 6.6, 6.7, 6.8])])
+    far = summary_of(*[run("resnet110", s, e) for s, e in enumerate([7.4, 7.5, 7.5, 7.6, 7.7])])
+    for summary, verdict in ((near, "yes"), (far, "no")):
+        row = tables.table6(summary).set_index("# layers").loc["110"]
+        assert row["paper in CI"] == verdict and "–" in row["ours mean 95% CI"] and row["seeds"] == 5
+    single = tables.table6(summary_of(run("resnet20", 0, 9.0))).set_index("# layers").loc["20"]
+    assert single["ours mean 95% CI"] == "" and single["paper in CI"] == ""
 
 
 def test_table6_tolerates_records_without_params_or_wall_time():
