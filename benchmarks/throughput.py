@@ -47,8 +47,9 @@ from resnet_repro.data.sources import DATA_ENV, load_cifar10
 from resnet_repro.errors import UserError, exit_status
 from resnet_repro.flops import count_multiply_adds
 from resnet_repro.models import build_model, model_info
+from resnet_repro.rundir import provenance
 from resnet_repro.spec import Schedule, TrainSpec
-from resnet_repro.training import Hardware, RunOptions, provenance, train
+from resnet_repro.training import Hardware, RunOptions, train
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CIFAR = REPO / ".." / "shared" / "datasets" / "cifar10-jpg.tar.gz"
