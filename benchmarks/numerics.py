@@ -1,4 +1,4 @@
-"""Do the speed options change the result? Last-iterate errors under fp32, bf16-mixed and torch.compile (issue 5).
+"""Do the speed options change the result? Last-iterate errors under fp32, bf16-mixed and torch.compile.
 
 Options that change numerics are off by default; this measures their effect instead of guessing it.
 It trains one model (default resnet20) on a profile's schedule (default quick: 2,000 iterations,

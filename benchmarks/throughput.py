@@ -1,4 +1,4 @@
-"""Training throughput of the Sec. 4.2 CIFAR-10 nets: the conventional pipeline vs ours (issue 5).
+"""Training throughput of the Sec. 4.2 CIFAR-10 nets: the conventional pipeline vs ours.
 
 In one process, on the same data, model, batch (128) and precision (fp32 unless --precision), it
 measures training images/s of three paths:
@@ -16,7 +16,7 @@ image) can be read against what this machine's matrix multiply reaches.
     python benchmarks/throughput.py --compile                     # ... with torch.compile of the network
 
 Writes results/benchmarks/throughput.md and throughput.csv (throughput-bf16-mixed.md, throughput-compile.md,
-... for the speed options, whose effect on final error benchmarks/numerics.py measures). Issue 5's goals on the 2-core CPU:
+... for the speed options, whose effect on final error benchmarks/numerics.py measures). The goals on the 2-core CPU:
 path 3 at least 1.25x path 1 for resnet20, within 5% of path 2, and resnet56 at >= 55% of the GEMM.
 Run it on an otherwise idle machine: the tables record the share of the CPU other processes used
 meanwhile and say so when the machine was busy (on 2 cores, other jobs make every number meaningless).

@@ -1,7 +1,7 @@
 """The paper's reported numbers as data: Tables 1-6, the CIFAR-10 protocol (Sec. 4.2), figure end values.
 
 Source: He, Zhang, Ren, Sun, "Deep Residual Learning for Image Recognition", arXiv 1512.03385, checked
-digit for digit in /work/shared/PAPER.md. `python -m resnet_repro.paper results/paper` renders it all
+digit for digit against the paper's text. `python -m resnet_repro.paper results/paper` renders it all
 as results/paper/paper_numbers.md, so the project's table of paper numbers is generated, not typed.
 """
 

@@ -1,6 +1,6 @@
 """Weights & Biases, all in one place: a run's logger (through Lightning) and an artifact's report run.
 
-Online when the user is logged in, otherwise offline (`wandb sync` uploads later; `wandb beta leet`
+Online when the user is logged in, otherwise offline (`wandb sync` uploads later; `wandb leet`
 browses offline runs in the terminal). wandb is imported only when it is on: the import takes seconds.
 """
 

@@ -1,4 +1,4 @@
-"""Smoke tests for benchmarks/throughput.py and numerics.py (issue 5), so the scripts cannot rot; not tests of speed."""
+"""Smoke tests for benchmarks/throughput.py and numerics.py, so the scripts cannot rot; not tests of speed."""
 
 import importlib.util
 import json

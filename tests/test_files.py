@@ -1,0 +1,103 @@
+"""Tests for resnet_repro.files: atomic writes that a full disk cannot half-do, and standard JSON."""
+
+import builtins
+import errno
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from resnet_repro import files
+from resnet_repro.files import AtomicCheckpointIO, write_json
+
+
+class _FillsUp:
+    """A file whose disk fills midway through a write: half the bytes land, then ENOSPC."""
+
+    def __init__(self, handle, path):
+        self._handle, self._path = handle, path
+
+    def write(self, data) -> int:
+        self._handle.write(bytes(data)[: len(data) // 2])
+        self._handle.flush()
+        raise OSError(errno.ENOSPC, "No space left on device", str(self._path))
+
+    def __getattr__(self, name):
+        return getattr(self._handle, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._handle.close()
+
+
+def full_disk(monkeypatch) -> None:
+    """From now on every file resnet_repro.files opens for writing hits a full disk."""
+
+    def opener(file, mode="r", *args, **kwargs):
+        handle = builtins.open(file, mode, *args, **kwargs)
+        return _FillsUp(handle, file) if "w" in mode else handle
+
+    monkeypatch.setattr(files, "open", opener, raising=False)  # shadows the builtin in that module only
+
+
+def checkpoint(step: int) -> dict:
+    return {"global_step": step, "state_dict": {"weight": torch.full((256, 256), float(step))}}
+
+
+def test_atomic_checkpoint_io_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint(checkpoint(4), last)
+    before = last.read_bytes()
+    full_disk(monkeypatch)
+    with pytest.raises(OSError) as raised:
+        io.save_checkpoint(checkpoint(8), last)
+    assert raised.value.errno == errno.ENOSPC
+    assert last.read_bytes() == before
+    assert torch.load(last, weights_only=False)["global_step"] == 4
+    assert [p.name for p in last.parent.iterdir()] == ["last.ckpt"], "a temp file was left beside last.ckpt"
+
+
+def test_atomic_checkpoint_io_full_disk_on_the_first_save_leaves_no_file(tmp_path, monkeypatch):
+    full_disk(monkeypatch)
+    with pytest.raises(OSError):
+        AtomicCheckpointIO().save_checkpoint(checkpoint(4), tmp_path / "checkpoints" / "last.ckpt")
+    assert list((tmp_path / "checkpoints").iterdir()) == []
+
+
+def test_write_json_full_disk_keeps_the_previous_record(tmp_path, monkeypatch):
+    path = tmp_path / "run.json"
+    write_json(path, {"status": "running", "iterations": 4})
+    before = path.read_bytes()
+    full_disk(monkeypatch)
+    with pytest.raises(OSError):
+        write_json(path, {"status": "finished", "iterations": 8, "padding": "x" * 10_000})
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["run.json"]
+
+
+def _reject_non_standard(name: str):
+    raise ValueError(f"non-standard JSON constant {name}")
+
+
+def test_write_json_writes_nan_and_infinities_as_null(tmp_path):
+    path = tmp_path / "run.json"
+    write_json(
+        path,
+        {
+            "final": {"test/loss": math.nan, "train/loss": math.inf, "test/error": 12.5},
+            "curve": [1.0, -math.inf, (math.nan, 2)],
+            "where": Path("runs/x"),
+        },
+    )
+    # Python's own parser accepts NaN and Infinity; a standard one (jq, JavaScript) would reject the file.
+    data = json.loads(path.read_text(), parse_constant=_reject_non_standard)
+    assert data == {
+        "final": {"test/loss": None, "train/loss": None, "test/error": 12.5},
+        "curve": [1.0, None, [None, 2]],
+        "where": "runs/x",
+    }
