@@ -178,3 +178,28 @@ def test_model_depth_and_label():
     assert plotting.model_label("resnet110") == "ResNet-110"
     with pytest.raises(UnknownModelError, match="resnet"):
         plotting.model_depth("resnet")
+
+
+def responses_of(stds: dict[str, list[float]]) -> pd.DataFrame:
+    """Fig. 7 records: one row per (net, layer) with the given stds in forward order."""
+    return pd.DataFrame(
+        [
+            {"run_id": f"{m}-s0", "model": m, "seed": 0, "layer_index": i, "layer": f"l{i}", "std": s}
+            for m, values in stds.items()
+            for i, s in enumerate(values, start=1)
+        ]
+    )
+
+
+def test_plot_layer_responses_draws_original_order_on_top_and_sorted_below():
+    responses = responses_of({"plain20": [3.0, 1.5, 2.5], "resnet20": [3.2, 0.8, 1.1, 0.9]})
+    fig = plotting.plot_layer_responses(responses, ["plain20", "resnet20", "resnet110"], footer=FOOTER)
+    top, bottom = fig.axes
+    lines = {line.get_label(): line for line in top.get_lines()}
+    assert list(lines["plain-20"].get_ydata()) == [3.0, 1.5, 2.5]
+    assert lines["plain-20"].get_linestyle() == "--" and lines["ResNet-20"].get_linestyle() == "-"  # as in Fig. 7
+    sorted_lines = {line.get_label(): line for line in bottom.get_lines()}
+    assert list(sorted_lines["ResNet-20"].get_ydata()) == [3.2, 1.1, 0.9, 0.8]
+    assert lines["plain-20"].get_color() == lines["ResNet-20"].get_color()  # one colour per depth
+    assert "not drawn: ResNet-110" in footer_text(fig)
+    plt.close("all")

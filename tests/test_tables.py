@@ -208,3 +208,36 @@ def test_table6_tolerates_records_without_params_or_wall_time():
     summary = summary_of(record)
     assert tables.table6(summary).set_index("# layers").loc["20", "# params (ours)"] == ""
     assert "wall time: 0 s" in tables.provenance_footer(summary, profile="quick")
+
+
+def test_response_table_gives_per_net_medians_in_the_given_order():
+    responses = pd.DataFrame(
+        [
+            {"run_id": f"{m}-s0", "model": m, "seed": 0, "layer_index": i, "layer": f"l{i}", "std": s}
+            for m, values in {"resnet20": [3.0, 1.0, 2.0], "plain20": [3.0, 2.0, 2.5, 2.2]}.items()
+            for i, s in enumerate(values, start=1)
+        ]
+    )
+    table = tables.response_table(responses, ["plain20", "resnet20", "resnet56"])
+    assert table["net"].tolist() == ["plain20", "resnet20"]  # a net without records is left out
+    row = table.set_index("net").loc["plain20"]
+    assert row["layers"] == 4 and row["median std"] == pytest.approx(2.35) and row["first layer std"] == 3.0
+    assert row["max std"] == 3.0 and row["min std"] == 2.0
+
+
+def test_ablation_table_reports_each_arm_and_when_training_first_converged():
+    summary = summary_of(run("resnet110", 0, 8.0), run("resnet110", 0, 9.0))
+    summary["run_id"] = ["warm", "cold"]
+    summary["variant"] = ["0.01 warm-up", "0.1 from the start"]
+    summary["final_test_top5_error"] = [1.0, 2.0]
+    steps = [10, 20, 30, 40]
+    curves = pd.DataFrame(
+        [{"run_id": "warm", "step": s, "train/error": e} for s, e in zip(steps, [95, 85, 75, 60], strict=True)]
+        + [{"run_id": "cold", "step": s, "train/error": e} for s, e in zip(steps, [99, 95, 91, 89], strict=True)]
+    )
+    table = tables.ablation_table(summary, curves, ["0.01 warm-up", "0.1 from the start"]).set_index("variant")
+    assert table.loc["0.01 warm-up", "first iter. train < 90%"] == 20
+    assert table.loc["0.01 warm-up", "first iter. train < 80%"] == 30
+    assert table.loc["0.1 from the start", "first iter. train < 90%"] == 40
+    assert pd.isna(table.loc["0.1 from the start", "first iter. train < 80%"])
+    assert table.loc["0.1 from the start", "test error mean"] == 9.0
