@@ -94,12 +94,12 @@ def ablation_findings(table: pd.DataFrame, varied: str, profile: Profile) -> lis
                     )
         if varied == "warmup" and len(arms) == 2:
             (warm, warm_row), (cold, cold_row) = arms.iterrows()
-            w90, c90 = warm_row["first iter. train < 90%"], cold_row["first iter. train < 90%"]
+            w90, c90 = warm_row["train < 90% from iter."], cold_row["train < 90% from iter."]
             if pd.isna(c90):
-                line = f"{cold} never fell below 90% training error in {int(profile.schedule.max_iters)} iterations"
+                line = f"{cold} never stayed below 90% training error in {int(profile.schedule.max_iters)} iterations"
                 shown = True
             else:
-                line = f"below 90% training error at iteration {c90} ({cold}) vs {w90} ({warm})"
+                line = f"training error below 90% for good from iteration {c90} ({cold}) vs {w90} ({warm})"
                 shown = not pd.isna(w90) and c90 > w90
             out.append(
                 f"{net}: lr 0.1 from the start is slow to start converging (Sec. 4.2): {_verdict(shown)} - {line}"

@@ -274,8 +274,9 @@ def render_ablation(r: Rendering) -> list[Path]:
         r.curves, panels, footer=r.footer, ylim=_ylim(r.profile, r.curves), xscale=_xscale(r.profile), title=r.title
     )
     note = (
-        "last-iterate errors; first iter. train < 90% / 80%: the first logged iteration whose running training "
-        f"error (mean over {r.profile.log_every} iterations) is below it"
+        "last-iterate errors; train < 90% / 80% from iter.: the first logged iteration from which the running "
+        f"training error (mean over {r.profile.log_every} iterations) stays below it (at chance, 90%, the running "
+        "mean wanders a few points either way, so a first dip says nothing)"
     )
     page = r.write_page(table, f"{r.experiment.id}: final errors (%), last iterate", note)
     table.to_csv(r.base.with_suffix(".csv"), index=False)

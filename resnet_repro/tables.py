@@ -244,16 +244,23 @@ def response_table(responses: pd.DataFrame, models: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def first_iteration_below(curves: pd.DataFrame, run_id: str, threshold: float) -> float:
-    """The first logged iteration whose running training error is below `threshold` (%); nan if none."""
+def converged_from(curves: pd.DataFrame, run_id: str, threshold: float) -> float:
+    """The first logged iteration from which the running training error stays below `threshold` (%).
+
+    "Stays": at chance (90% on CIFAR-10) a 10-iteration running mean wanders a few points either
+    way, so the first dip below 90% says nothing; nan if the run never stays below it.
+    """
     rows = curves[(curves["run_id"] == run_id)].dropna(subset=["train/error"]).sort_values("step")
-    below = rows[rows["train/error"] < threshold]
-    return float(below["step"].iloc[0]) if len(below) else math.nan
+    above = rows["train/error"].to_numpy() >= threshold
+    if len(rows) == 0 or above[-1]:
+        return math.nan
+    last_above = above.nonzero()[0]
+    return float(rows["step"].iloc[last_above[-1] + 1 if len(last_above) else 0])
 
 
 def ablation_table(summary: pd.DataFrame, curves: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
     """One row per (net, variant): last-iterate errors with their spread over seeds, and when training
-    first converged (running training error below 90% and 80%, the warm-up's thresholds)."""
+    started converging (running training error below 90% and 80% for good: Sec. 4.2's thresholds)."""
     _check_one_profile(summary)
     rows = []
     for model in dict.fromkeys(summary["model"]):
@@ -262,8 +269,8 @@ def ablation_table(summary: pd.DataFrame, curves: pd.DataFrame, variants: list[s
             if len(mine) == 0:
                 continue
             stats = seed_statistics(mine["final_test_error"])
-            below90 = [first_iteration_below(curves, r, 90.0) for r in mine["run_id"]]
-            below80 = [first_iteration_below(curves, r, 80.0) for r in mine["run_id"]]
+            below90 = [converged_from(curves, r, 90.0) for r in mine["run_id"]]
+            below80 = [converged_from(curves, r, 80.0) for r in mine["run_id"]]
             rows.append(
                 {
                     "net": model,
@@ -275,13 +282,13 @@ def ablation_table(summary: pd.DataFrame, curves: pd.DataFrame, variants: list[s
                     "test error std": stats["std"],
                     "test mean 95% CI": format_interval(stats["ci_low"], stats["ci_high"]),
                     "top-5 test error": pd.to_numeric(mine["final_test_top5_error"]).mean(),
-                    "first iter. train < 90%": float(np.nanmean(below90)) if not np.isnan(below90).all() else math.nan,
-                    "first iter. train < 80%": float(np.nanmean(below80)) if not np.isnan(below80).all() else math.nan,
+                    "train < 90% from iter.": float(np.nanmean(below90)) if not np.isnan(below90).all() else math.nan,
+                    "train < 80% from iter.": float(np.nanmean(below80)) if not np.isnan(below80).all() else math.nan,
                     "wall time per run": format_duration(float(pd.to_numeric(mine["wall_time_s"]).mean())),
                 }
             )
     table = pd.DataFrame(rows)
-    for column in ("first iter. train < 90%", "first iter. train < 80%"):
+    for column in ("train < 90% from iter.", "train < 80% from iter."):
         if column in table:
             table[column] = table[column].round().astype("Int64")  # iterations: whole numbers
     return table

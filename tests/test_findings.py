@@ -46,16 +46,16 @@ def test_shortcut_findings_compare_b_with_a_and_c_with_b_and_name_the_noise():
 def test_warmup_findings_on_when_each_arm_started_converging():
     table = ablation(
         [
-            {"variant": "0.01 warm-up", "first iter. train < 90%": 40, "test error mean": 30.0},
-            {"variant": "0.1 from the start", "first iter. train < 90%": 400, "test error mean": 31.0},
+            {"variant": "0.01 warm-up", "train < 90% from iter.": 40, "test error mean": 30.0},
+            {"variant": "0.1 from the start", "train < 90% from iter.": 400, "test error mean": 31.0},
         ]
     )
     quick = findings.ablation_findings(table, "warmup", PROFILES["quick"])
     assert quick[0].endswith(
-        "shown - below 90% training error at iteration 400 (0.1 from the start) vs 40 (0.01 warm-up)"
+        "shown - training error below 90% for good from iteration 400 (0.1 from the start) vs 40 (0.01 warm-up)"
     )
     assert "not tested at this budget" in quick[1]
     paper = findings.ablation_findings(table, "warmup", PROFILES["paper"])
     assert "still reaches similar accuracy, within a point (Sec. 4.2): NOT shown" in paper[1]
-    never = table.assign(**{"first iter. train < 90%": [40, pd.NA]})
-    assert "never fell below 90%" in findings.ablation_findings(never, "warmup", PROFILES["quick"])[0]
+    never = table.assign(**{"train < 90% from iter.": [40, pd.NA]})
+    assert "never stayed below 90%" in findings.ablation_findings(never, "warmup", PROFILES["quick"])[0]

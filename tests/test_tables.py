@@ -225,19 +225,20 @@ def test_response_table_gives_per_net_medians_in_the_given_order():
     assert row["max std"] == 3.0 and row["min std"] == 2.0
 
 
-def test_ablation_table_reports_each_arm_and_when_training_first_converged():
+def test_ablation_table_reports_each_arm_and_when_training_started_converging():
     summary = summary_of(run("resnet110", 0, 8.0), run("resnet110", 0, 9.0))
     summary["run_id"] = ["warm", "cold"]
     summary["variant"] = ["0.01 warm-up", "0.1 from the start"]
     summary["final_test_top5_error"] = [1.0, 2.0]
-    steps = [10, 20, 30, 40]
+    steps = [10, 20, 30, 40, 50]
     curves = pd.DataFrame(
-        [{"run_id": "warm", "step": s, "train/error": e} for s, e in zip(steps, [95, 85, 75, 60], strict=True)]
-        + [{"run_id": "cold", "step": s, "train/error": e} for s, e in zip(steps, [99, 95, 91, 89], strict=True)]
+        [{"run_id": "warm", "step": s, "train/error": e} for s, e in zip(steps, [95, 85, 75, 60, 50], strict=True)]
+        # At chance the running error dips below 90% at iteration 10 and back: it converges only from 40.
+        + [{"run_id": "cold", "step": s, "train/error": e} for s, e in zip(steps, [88, 91, 90.5, 89, 85], strict=True)]
     )
     table = tables.ablation_table(summary, curves, ["0.01 warm-up", "0.1 from the start"]).set_index("variant")
-    assert table.loc["0.01 warm-up", "first iter. train < 90%"] == 20
-    assert table.loc["0.01 warm-up", "first iter. train < 80%"] == 30
-    assert table.loc["0.1 from the start", "first iter. train < 90%"] == 40
-    assert pd.isna(table.loc["0.1 from the start", "first iter. train < 80%"])
+    assert table.loc["0.01 warm-up", "train < 90% from iter."] == 20
+    assert table.loc["0.01 warm-up", "train < 80% from iter."] == 30
+    assert table.loc["0.1 from the start", "train < 90% from iter."] == 40
+    assert pd.isna(table.loc["0.1 from the start", "train < 80% from iter."])
     assert table.loc["0.1 from the start", "test error mean"] == 9.0
