@@ -21,5 +21,7 @@ def build_parser() -> OneLineParser:
 
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # argparse blames the top-level parser, whose --help does not list the subcommand's flags
+        OneLineParser(prog=f"{parser.prog} {args.command}").error(f"unrecognized arguments: {' '.join(unknown)}")
     return exit_status(f"resnet-repro {args.command}", lambda: args.func(args))

@@ -28,6 +28,10 @@ class DataError(UserError):
     """A data source that is missing, corrupt or not CIFAR-10 shaped."""
 
 
+class NoRunsError(UserError):
+    """No logged runs of what was asked for (`report` then moves on to the next artifact)."""
+
+
 def exit_status(prog: str, action: Callable[[], int | None]) -> int:
     """Run a command's `action`; a UserError becomes one line, `PROG: error: ...`, and exit status 2.
 

@@ -17,7 +17,11 @@ from resnet_repro.spec import TrainSpec
 
 
 class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite."""
+    """The training loss, the weights or an evaluation became NaN or infinite at `iteration`."""
+
+    def __init__(self, message: str, iteration: int | None = None):
+        super().__init__(message)
+        self.iteration = iteration
 
 
 class ClassifierModule(pl.LightningModule):
@@ -106,7 +110,7 @@ class ClassifierModule(pl.LightningModule):
         loss_sum, wrong_sum, seen = reduce(sums, reduce_op="sum").tolist()
         iteration = self.global_step + 1
         if not math.isfinite(loss_sum):
-            raise NonFiniteLossError(f"training loss became {loss_sum / seen} before iteration {iteration}")
+            raise NonFiniteLossError(f"training loss became {loss_sum / seen} by iteration {iteration}", iteration)
         seconds = time.perf_counter() - self._interval_start - self._eval_seconds
         metrics = {
             "train/loss": loss_sum / seen,
@@ -157,7 +161,9 @@ class ClassifierModule(pl.LightningModule):
         for split, sums in self._eval_sums.items():
             loss_sum, wrong_sum, wrong5_sum, seen = reduce(sums, reduce_op="sum").tolist()
             if not math.isfinite(loss_sum):  # finite training loss, non-finite evaluation: diverged all the same
-                raise NonFiniteLossError(f"{split} loss became {loss_sum / seen} at iteration {self.global_step}")
+                raise NonFiniteLossError(
+                    f"{split} loss became {loss_sum / seen} at iteration {self.global_step}", self.global_step
+                )
             self.last_eval[f"{split}/error"] = 100.0 * wrong_sum / seen
             self.last_eval[f"{split}/top5_error"] = 100.0 * wrong5_sum / seen
             self.last_eval[f"{split}/loss"] = loss_sum / seen
@@ -180,7 +186,7 @@ class ClassifierModule(pl.LightningModule):
         # A checkpoint follows an optimizer step whose loss has not been checked yet (checks happen once
         # per logging interval): refusing non-finite weights keeps the last good last.ckpt in place.
         if not all(torch.isfinite(v).all() for v in checkpoint["state_dict"].values() if v.is_floating_point()):
-            raise NonFiniteLossError(f"weights became non-finite before iteration {self.global_step}")
+            raise NonFiniteLossError(f"weights became non-finite by iteration {self.global_step}", self.global_step)
         checkpoint["warmup_ended_at"] = self.warmup_ended_at
         checkpoint["last_train"] = self.last_train
         checkpoint["last_eval"] = self.last_eval

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from resnet_repro.errors import UserError
+from resnet_repro.errors import NoRunsError, UserError
 from resnet_repro.models import model_info
 from resnet_repro.rundir import RunDir
 
@@ -123,7 +123,7 @@ def load_runs(
         curves.append(run_curves)
     if not rows:
         what = "finished runs" if finished_only else "runs"
-        raise UserError(f"no {what} logged under {runs_dir}: train them first (resnet-repro run ARTIFACT)")
+        raise NoRunsError(f"no {what} logged under {runs_dir}: train them first (resnet-repro run ARTIFACT)")
     return pd.DataFrame(rows), pd.concat(curves, ignore_index=True)
 
 

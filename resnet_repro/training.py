@@ -42,6 +42,8 @@ STOP_SIGNALS = {signal.SIGINT: "ctrl-c", signal.SIGTERM: "SIGTERM"}
 logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
 logging.getLogger("lightning.pytorch.accelerators.cuda").setLevel(logging.WARNING)
 warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
+# Lightning would run 16-mixed as bf16-mixed on a CPU and say so; _check_runnable refuses it in one line instead.
+warnings.filterwarnings("ignore", message=".*AMP with fp16 is not supported on CPU.*")
 
 
 @dataclass(frozen=True)
@@ -115,16 +117,21 @@ class _StopOnSignal(Callback):
         self._previous: dict = {}
         self._stopped = False
 
-    def on_fit_start(self, trainer, pl_module) -> None:
-        # Installed after Lightning's own handlers (which log SIGTERM and let the run end with status 0).
-        def handler(signum, frame):
-            self.interrupted, self.reason = True, STOP_SIGNALS[signum]
+    def _handler(self, signum, frame) -> None:
+        self.interrupted, self.reason = True, STOP_SIGNALS[signum]
 
+    def on_fit_start(self, trainer, pl_module) -> None:
         for signum in STOP_SIGNALS:
             try:
-                self._previous[signum] = signal.signal(signum, handler)
+                self._previous[signum] = signal.signal(signum, self._handler)
             except ValueError:  # not the main thread: leave the signal to Lightning
                 pass
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        # Lightning registers its own SIGTERM handler after on_fit_start, chained before ours; with it the fit
+        # loop raises SIGTERMException (a SystemExit) after our checkpoint instead of stopping. Ours replaces it.
+        for signum in self._previous:
+            signal.signal(signum, self._handler)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self._stopped:
@@ -253,13 +260,13 @@ def train(spec: TrainSpec, options: RunOptions, hardware: Hardware = Hardware(),
         status = "diverged" if diverged else "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
         record.update(status=status, final={}, wall_time_s=record["wall_time_s"] + time.perf_counter() - started)
         if diverged:
-            record["diverged_at"] = trainer.global_step
+            record["diverged_at"] = exc.iteration if exc.iteration is not None else trainer.global_step
         if not diverged and not isinstance(exc, KeyboardInterrupt):
             record["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         if is_zero:
             _write_record_if_possible(run, record)
         if diverged:
-            raise NonFiniteLossError(f"{exc}; {_what_is_left(run)}") from None
+            raise NonFiniteLossError(f"{exc}; {_what_is_left(run)}", exc.iteration) from None
         raise
     finally:
         # A run that raised (divergence, a crash) skips on_fit_end, and Lightning's teardown re-installs
@@ -354,14 +361,14 @@ def _claim(run: RunDir, spec: TrainSpec, data_sha256: str | None, hardware: Hard
     The lock comes first: another live process may be writing the directory. A refusal leaves the
     directory as it was (and removes it if this call made it).
     """
-    existed = run.path.exists()
+    made = next((p for p in [*reversed(run.path.parents), run.path] if not p.exists()), None)  # what lock() creates
     run.lock()
     try:
         return _how_to_begin(run, spec, data_sha256, hardware, options)
     except BaseException:
         run.unlock()
-        if not existed:
-            shutil.rmtree(run.path, ignore_errors=True)
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
         raise
 
 

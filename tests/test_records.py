@@ -154,3 +154,34 @@ def test_load_runs_without_runs_says_what_to_do(tmp_path):
         load_runs(tmp_path)
     with pytest.raises(UserError, match="no runs"):
         load_runs(tmp_path / "empty", finished_only=False)
+
+
+def test_summary_row_shortcut_is_none_for_a_plain_net_and_the_option_for_a_residual_one():
+    def row(model: str, shortcut=None) -> dict:
+        spec = {"model": model, "seed": 0, "shortcut": shortcut, "schedule": {"max_iters": 4}}
+        return summary_row({"run_id": model, "status": "finished", "spec": spec})
+
+    assert row("plain20")["shortcut"] is None  # a plain net has no shortcuts, not option A
+    assert row("resnet20")["shortcut"] == "A"  # the CIFAR default
+    assert row("resnet20", "B")["shortcut"] == "B"
+
+
+@pytest.mark.parametrize(
+    "filename, content",
+    [
+        ("metrics.csv", csv_rows(train_row(1, 80.0)) + "0,0.1,3,,,900.0,60.0,1.5,7,7\n"),  # too many fields
+        ("metrics.csv", bytes(range(128, 256)) * 8),  # binary garbage
+        ("metrics-0.csv", b"\x00\xff\xfe" * 100),
+        ("run.json", '{"run_id": "b", "status": "fini'),  # cut off
+    ],
+    ids=["too many fields", "binary garbage", "garbage in an earlier part", "truncated run.json"],
+)
+def test_load_runs_corrupt_log_is_a_user_error_naming_it(tmp_path, filename, content):
+    metrics = {"metrics.csv": csv_rows(train_row(3, 50.0), eval_row(3, 45.0))}
+    write_run(tmp_path, "a", metrics=metrics)
+    corrupt = write_run(tmp_path, "b", metrics=metrics) / filename
+    corrupt.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(UserError) as raised:
+        load_runs(tmp_path)
+    assert str(corrupt) in str(raised.value) and "\n" not in str(raised.value)
+    assert "restore it" in str(raised.value)  # and says how to mend it

@@ -1,15 +1,25 @@
 """Each artifact's smoke profile end to end (train, log, render) into a temporary results directory."""
 
+import builtins
+import errno
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from resnet_repro.cli import main
+from resnet_repro.data.cifar10 import DataConfig
+from resnet_repro.experiment import plan_variants
+from resnet_repro.report import render_experiment, write_results_index
+from resnet_repro.runner import PendingRun, load_experiment, outcome, train_runs
+from resnet_repro.spec import Schedule, TrainSpec, run_id
+from resnet_repro.training import Hardware
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -227,3 +237,86 @@ def test_results_index_links_the_pages_of_other_results(fig1):
     index = write_results_index(results).read_text()
     assert "- [benchmarks/](benchmarks/): [throughput.md](benchmarks/throughput.md)" in index
     assert "## fig1 (smoke profile)" in index  # the artifacts are still indexed
+
+
+def copy_fig1_runs(fig1: Path, dest: Path) -> dict[str, Path]:
+    """A copy of the fig1 smoke runs (plain20, plain56) to spoil: {model: run directory}."""
+    experiment = load_experiment("fig1")
+    copies = {}
+    for _, spec in plan_variants(experiment, experiment.profile("smoke")):
+        copies[spec.model] = dest / run_id(spec)
+        shutil.copytree(fig1 / "runs" / run_id(spec), copies[spec.model])
+    return copies
+
+
+def test_report_into_an_unwritable_results_dir_is_one_line(fig1, tmp_path, monkeypatch, capsys):
+    results = tmp_path / "results"
+    real_open = builtins.open
+
+    def denied(file, mode="r", *args, **kwargs):
+        if "w" in mode and Path(file).resolve().is_relative_to(results.resolve()):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(file))
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr("resnet_repro.files.open", denied, raising=False)
+    args = ["report", "fig1", "--profile", "smoke", "--runs-dir", str(fig1 / "runs"), "--results-dir", str(results)]
+    assert main(args) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"resnet-repro report: error: cannot write {results}/"), lines
+    assert f": {os.strerror(errno.EACCES)}; make it writable or write elsewhere" in lines[0]
+
+
+@pytest.mark.parametrize("filename", ["metrics.csv", "run.json"])
+def test_report_with_a_corrupt_run_log_is_one_line_naming_it(fig1, tmp_path, capsys, filename):
+    corrupt = copy_fig1_runs(fig1, tmp_path / "runs")["plain56"] / filename
+    with corrupt.open("ab") as f:
+        f.write(b"0,0.1,7,1,2,3,4,5,6,7,8,9,10,11,12,13,14\n\xff\xfe" if filename == "metrics.csv" else b"}{")
+    args = ["report", "fig1", "--profile", "smoke", "--runs-dir", str(tmp_path / "runs")]
+    assert main([*args, "--results-dir", str(tmp_path / "results")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("resnet-repro report: error: "), lines
+    assert str(corrupt) in lines[0]
+
+
+def test_report_says_a_diverged_run_diverged_at_its_iteration(fig1, tmp_path):
+    runs = copy_fig1_runs(fig1, tmp_path / "runs")
+    record_path = runs["plain56"] / "run.json"
+    record = json.loads(record_path.read_text())
+    for key in ("iterations", "finished", "stopped_by"):  # a diverged run never gets these
+        record.pop(key, None)
+    record_path.write_text(json.dumps({**record, "status": "diverged", "diverged_at": 3, "final": {}}))
+    experiment = load_experiment("fig1")
+    results = tmp_path / "results"
+    render_experiment(experiment, experiment.profile("smoke"), tmp_path / "runs", results)
+    page = (results / "fig1" / "fig1-smoke.md").read_text()
+    assert f"partial: 1 of 2 runs; {runs['plain56'].name} diverged at iteration 3" in page
+    index = write_results_index(results).read_text()
+    assert f"{runs['plain56'].name} diverged at iteration 3" in index and "not finished" not in index
+
+
+def test_outcome_says_how_a_run_ended():
+    assert outcome({"status": "finished", "final": {"test/error": 8.754}}) == "finished, test error 8.75%"
+    assert outcome({"status": "diverged", "diverged_at": 12, "final": {}}) == "diverged at iteration 12"
+    assert outcome({"status": "interrupted", "iterations": 500, "final": {}}) == "interrupted at iteration 500"
+    assert outcome({"status": "not started", "final": {}}) == "not started"
+
+
+def test_train_runs_reports_a_diverged_run_at_its_iteration(tiny_cifar_archive, cifar_cache_root, tmp_path, capsys):
+    spec = TrainSpec(
+        model="resnet8",
+        schedule=Schedule(max_iters=8, milestones=(4, 6), lr=1e6),
+        batch_size=16,
+        data=DataConfig(data=str(tiny_cifar_archive), root=str(cifar_cache_root), full=False),
+        log_every=2,
+        eval_every=4,
+        checkpoint_every=4,
+    )
+    threads = torch.get_num_threads()
+    try:
+        pending = PendingRun(spec, tmp_path / "runs" / run_id(spec), False, Hardware(accelerator="cpu", threads=1))
+        [record] = train_runs([pending], {"wandb": "off", "progress": False})
+    finally:
+        torch.set_num_threads(threads)
+    assert record["status"] == "diverged" and record["diverged_at"] >= 1
+    assert outcome(record) == f"diverged at iteration {record['diverged_at']}"
+    assert f"{pending.run_dir}: diverged: " in capsys.readouterr().err

@@ -4,10 +4,13 @@ Runs are real Lightning runs of `resnet8` (6n+2 with n=1) for a few dozen iterat
 CIFAR-10 look-alikes, one torch thread each, so that resumed and uninterrupted runs can match exactly.
 """
 
+import builtins
 import dataclasses
+import errno
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,6 +30,7 @@ from resnet_repro.errors import UserError
 from resnet_repro.models import layer_response_bns
 from resnet_repro.module import ClassifierModule, NonFiniteLossError
 from resnet_repro.records import read_run
+from resnet_repro.rundir import RunDir
 from resnet_repro.schedules import step_lr
 from resnet_repro.spec import Schedule, TrainSpec
 from resnet_repro.training import Hardware, RunOptions, train
@@ -660,3 +664,285 @@ def test_train_killed_during_an_evaluation_loses_no_evaluation(uninterrupted_run
     resumed = run(spec, run_dir, resume=True)
     assert_same_run(run_dir, resumed, reference_dir, reference)
     assert 12 in curves(run_dir)["test/error"].dropna().index
+
+
+# --- cluster life: SIGTERM, a full disk, a lock, a moved or half-started run directory ---------------------
+
+
+def sigterm_run(spec: TrainSpec, run_dir: Path, after: int, monkeypatch) -> dict:
+    """Train `spec` and send a real SIGTERM (SLURM at --time, `kill`, `docker stop`) during iteration `after`."""
+    original = ClassifierModule.on_train_batch_start
+
+    def sigterm(self, batch, batch_idx):
+        if self.global_step == after - 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, batch, batch_idx)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ClassifierModule, "on_train_batch_start", sigterm)
+        return run(spec, run_dir)
+
+
+def test_train_sigterm_checkpoints_stops_and_resumes_as_if_uninterrupted(uninterrupted_run, tmp_path, monkeypatch):
+    spec, reference, reference_dir = uninterrupted_run
+    run_dir = tmp_path / "terminated"
+    before = signal.getsignal(signal.SIGTERM)
+    stopped = sigterm_run(spec, run_dir, 9, monkeypatch)
+    assert signal.getsignal(signal.SIGTERM) is before, "the run's SIGTERM handler outlived it"
+    assert (stopped["status"], stopped["stopped_by"], stopped["iterations"]) == ("interrupted", "SIGTERM", 9)
+    assert json.loads((run_dir / "run.json").read_text())["stopped_by"] == "SIGTERM"
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 9
+    assert_same_run(run_dir, run(spec, run_dir, resume=True), reference_dir, reference)
+
+
+def test_cli_train_sigterm_exits_143(tiny_cifar_archive, cifar_cache_root, tmp_path, monkeypatch, capsys):
+    original = ClassifierModule.on_train_batch_start
+
+    def sigterm(self, batch, batch_idx):
+        if self.global_step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(ClassifierModule, "on_train_batch_start", sigterm)
+    assert main(cli_args(tiny_cifar_archive, cifar_cache_root, tmp_path / "runs")) == 143
+    assert "interrupted at iteration 3" in capsys.readouterr().out
+    record = json.loads((tmp_path / "runs" / "resnet8-s0" / "run.json").read_text())
+    assert (record["status"], record["stopped_by"]) == ("interrupted", "SIGTERM")
+
+
+def fail_checkpoint_writes(monkeypatch, code: int = errno.ENOSPC) -> None:
+    """Every write of checkpoints/last.ckpt hits a full disk after half its bytes; other files write fine."""
+    real_open = builtins.open
+
+    class FillsUp:
+        def __init__(self, handle, path):
+            self.handle, self.path = handle, path
+
+        def write(self, data):
+            self.handle.write(bytes(data)[: len(data) // 2])
+            raise OSError(code, os.strerror(code), str(self.path))
+
+        def __getattr__(self, name):
+            return getattr(self.handle, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc_info):
+            self.handle.close()
+
+    def opener(file, mode="r", *args, **kwargs):
+        handle = real_open(file, mode, *args, **kwargs)
+        return FillsUp(handle, file) if "w" in mode and "last.ckpt" in Path(file).name else handle
+
+    monkeypatch.setattr("resnet_repro.files.open", opener, raising=False)
+
+
+def test_cli_train_resume_on_a_full_disk_is_one_line_and_keeps_the_checkpoint(
+    tiny_cifar_archive, cifar_cache_root, tmp_path, monkeypatch, capsys
+):
+    args = cli_args(tiny_cifar_archive, cifar_cache_root, tmp_path / "runs")
+    run_dir = tmp_path / "runs" / "resnet8-s0"
+    assert main([*args, "--stop-after", "0s"]) == 3  # a checkpoint at iteration 1
+    last = run_dir / "checkpoints" / "last.ckpt"
+    saved = sha256(last)
+    capsys.readouterr()
+    with monkeypatch.context() as patch:
+        fail_checkpoint_writes(patch)
+        assert main([*args, "--resume"]) == 2
+    lines = terminal_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and lines[0].startswith("resnet-repro train: error: cannot write "), lines
+    assert str(run_dir / "checkpoints") in lines[0] and "No space left on device" in lines[0]
+    assert sha256(last) == saved and torch.load(last, weights_only=False)["global_step"] == 1
+    assert [p.name for p in last.parent.iterdir()] == ["last.ckpt"], "a temp file was left beside last.ckpt"
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "failed"
+    assert main([*args, "--resume"]) == 0  # space freed: the same command continues
+    record = json.loads((run_dir / "run.json").read_text())
+    assert (record["status"], record["iterations"]) == ("finished", 8)
+
+
+@pytest.fixture
+def no_process_launch(monkeypatch):
+    """A refusal that regressed would start 63 CPU processes or wait forever for a second node: fail instead."""
+    from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
+    from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+
+    def launch(self, *args, **kwargs):
+        raise AssertionError("the run was not refused: Lightning began launching processes")
+
+    for launcher in (_SubprocessScriptLauncher, _MultiProcessingLauncher):
+        monkeypatch.setattr(launcher, "launch", launch)
+
+
+def exit_code(argv: list[str]) -> int:
+    """main()'s exit status, whether a command returns it or its argument parser exits with it."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return exc.code
+
+
+@pytest.mark.parametrize(
+    "extra, said",
+    [
+        pytest.param(["--precision", "16-mixed"], "--precision 16-mixed needs a GPU", id="16-mixed on a CPU"),
+        pytest.param(
+            ["--devices", str(max(64, (os.cpu_count() or 1) + 1))], "CPU processes", id="more processes than cores"
+        ),
+        pytest.param(["--num-nodes", "2"], "needs a multi-node launcher", id="several nodes without a launcher"),
+        pytest.param(["--lr", "nan"], "expected a finite number, got 'nan'", id="lr nan"),
+        pytest.param(["--lr", "inf"], "expected a finite number, got 'inf'", id="lr inf"),
+        pytest.param(["--seed", "-1"], "--seed must be between 0 and 4294967295, got -1", id="negative seed"),
+    ],
+)
+def test_cli_train_refuses_what_cannot_run_here_in_one_line(
+    extra, said, tiny_cifar_archive, cifar_cache_root, tmp_path, monkeypatch, capsys, no_process_launch
+):
+    for launcher_variable in ("SLURM_NTASKS", "WORLD_SIZE", "NODE_RANK", "GROUP_RANK"):
+        monkeypatch.delenv(launcher_variable, raising=False)
+    out = tmp_path / "runs"
+    assert exit_code(cli_args(tiny_cifar_archive, cifar_cache_root, out, *extra)) == 2
+    lines = terminal_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and lines[0].startswith("resnet-repro train: error: ") and said in lines[0], lines
+    assert not out.exists() or not any(out.iterdir()), "a refused run left files behind"
+
+
+def test_python_m_resnet_repro_train_16_mixed_on_a_cpu_is_one_line(tiny_cifar_archive, cifar_cache_root, tmp_path):
+    """In a terminal, not only in-process: Lightning's own warning about 16-mixed on a CPU is not a second line."""
+    out = tmp_path / "runs"
+    args = cli_args(tiny_cifar_archive, cifar_cache_root, out, "--precision", "16-mixed")
+    result = subprocess.run([sys.executable, "-m", "resnet_repro", *args], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "resnet-repro train: error: --precision 16-mixed needs a GPU; on a CPU use bf16-mixed or the paper's 32-true"
+    ]
+    assert not out.exists()
+
+
+def write_killed_before_first_checkpoint(run_dir: Path) -> None:
+    """What `kill -9` (or a power cut) leaves before the first checkpoint: a running record and a log."""
+    run_dir.mkdir(parents=True)
+    (run_dir / "run.json").write_text(json.dumps({"run_id": run_dir.name, "status": "running"}))
+    (run_dir / "metrics.csv").write_text("epoch,lr,step,train/error,train/loss\n0,0.1,1,90.0,2.3\n")
+
+
+def test_cli_train_starts_again_a_run_killed_before_its_first_checkpoint(
+    tiny_cifar_archive, cifar_cache_root, tmp_path, capsys
+):
+    run_dir = tmp_path / "runs" / "resnet8-s0"
+    write_killed_before_first_checkpoint(run_dir)
+    assert main(cli_args(tiny_cifar_archive, cifar_cache_root, tmp_path / "runs")) == 0
+    assert "the earlier attempt stopped before its first checkpoint; starting it again" in capsys.readouterr().out
+    record = json.loads((run_dir / "run.json").read_text())
+    assert (record["status"], record["iterations"]) == ("finished", 8)
+    assert not list(run_dir.glob("metrics-*.csv")), "the dead attempt's log was kept as part of this run"
+    assert curves(run_dir)["train/loss"].dropna().index.tolist() == [2, 4, 6, 8]
+
+
+def test_cli_train_resume_of_a_run_killed_before_its_first_checkpoint_says_to_start_it_again(
+    tiny_cifar_archive, cifar_cache_root, tmp_path, capsys
+):
+    run_dir = tmp_path / "runs" / "resnet8-s0"
+    write_killed_before_first_checkpoint(run_dir)
+    record = (run_dir / "run.json").read_bytes()
+    assert main([*cli_args(tiny_cifar_archive, cifar_cache_root, tmp_path / "runs"), "--resume"]) == 2
+    lines = terminal_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and "nothing to resume" in lines[0], lines
+    assert "run without --resume to start it again" in lines[0]
+    assert (run_dir / "run.json").read_bytes() == record
+
+
+def test_train_refuses_a_run_directory_another_process_holds(uninterrupted_run, tmp_path, monkeypatch):
+    spec, reference, reference_dir = uninterrupted_run
+    run_dir = tmp_path / "held"
+    interrupted_run(spec, run_dir, 9, monkeypatch)
+    files = {
+        p: p.read_bytes()
+        for p in (run_dir / "run.json", run_dir / "metrics.csv", run_dir / "checkpoints" / "last.ckpt")
+    }
+    holder = RunDir(run_dir)
+    holder.lock()  # flock conflicts between two open files even in one process: this stands in for another one
+    try:
+        with pytest.raises(UserError, match="being trained by another process"):
+            run(spec, run_dir, resume=True)
+        assert {p: p.read_bytes() for p in files} == files
+    finally:
+        holder.unlock()
+    assert_same_run(run_dir, run(spec, run_dir, resume=True), reference_dir, reference)
+
+
+def test_train_resumes_a_moved_run_directory_in_place(uninterrupted_run, tmp_path, monkeypatch):
+    spec, reference, reference_dir = uninterrupted_run
+    original = tmp_path / "scratch" / "run"
+    interrupted_run(spec, original, 9, monkeypatch)
+    moved = tmp_path / "home" / "run"
+    shutil.copytree(original, moved)
+    before = sha256(original / "checkpoints" / "last.ckpt")
+    resumed = run(spec, moved, resume=True)
+    assert [p.name for p in (moved / "checkpoints").iterdir()] == ["last.ckpt"]
+    checkpoint = torch.load(moved / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["global_step"] == spec.schedule.max_iters
+    assert_same_run(moved, resumed, reference_dir, reference)
+    assert sha256(original / "checkpoints" / "last.ckpt") == before, "resuming the copy wrote to the original"
+
+
+def test_train_resume_of_a_finished_run_changes_nothing(finished_run, capsys):
+    spec, record, run_dir = finished_run
+    logs = {
+        p: p.read_bytes() for p in [*run_dir.glob("*.*"), run_dir / "checkpoints" / "last.ckpt"] if p.name != ".lock"
+    }
+    capsys.readouterr()
+    again = run(spec, run_dir, resume=True)
+    assert "nothing to resume, nothing changed" in capsys.readouterr().out
+    assert again == json.loads(logs[run_dir / "run.json"])
+    assert again["wall_time_s"] == record["wall_time_s"]
+    assert {p: p.read_bytes() for p in logs} == logs
+    assert sorted(p.name for p in run_dir.glob("*.*") if p.name != ".lock") == sorted(
+        p.name for p in logs if p.parent == run_dir
+    )
+
+
+def test_train_non_finite_evaluation_is_a_divergence(tiny_cifar_archive, cifar_cache_root, tmp_path, monkeypatch):
+    """Finite training loss, NaN test loss (the weights blew up between two logged intervals): diverged."""
+    original = ClassifierModule.forward
+
+    def nan_when_evaluating(self, x):
+        logits = original(self, x)
+        return logits if self.training else torch.full_like(logits, float("nan"))
+
+    monkeypatch.setattr(ClassifierModule, "forward", nan_when_evaluating)
+    run_dir = tmp_path / "diverged"
+    with pytest.raises(NonFiniteLossError, match="test loss became nan at iteration 6") as raised:
+        run(tiny_spec(tiny_cifar_archive, cifar_cache_root), run_dir)  # evaluates at 6, checkpoints at 4
+    assert "checkpoints/last.ckpt holds the last finite state (iteration 4)" in str(raised.value)
+    record = json.loads((run_dir / "run.json").read_text())
+    assert (record["status"], record["diverged_at"]) == ("diverged", 6)
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 4
+
+
+def test_train_diverging_before_its_first_checkpoint_says_none_was_written(
+    tiny_cifar_archive, cifar_cache_root, tmp_path
+):
+    spec = tiny_spec(
+        tiny_cifar_archive, cifar_cache_root, iters=40, milestones=(30, 35), lr=1e6, log_every=1, checkpoint_every=20
+    )
+    run_dir = tmp_path / "diverged"
+    with pytest.raises(NonFiniteLossError, match="diverged before its first checkpoint, so none was written"):
+        run(spec, run_dir)
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "diverged" and 1 <= record["diverged_at"] < 20
+    assert not (run_dir / "checkpoints" / "last.ckpt").exists()
+
+
+def test_cli_train_divergence_exits_1_and_says_what_is_left(tiny_cifar_archive, cifar_cache_root, tmp_path, capsys):
+    run_dir = tmp_path / "runs" / "resnet8-s0"
+    args = cli_args(tiny_cifar_archive, cifar_cache_root, tmp_path / "runs", "--lr", "1e6", "--checkpoint-every", "8")
+    assert main(args) == 1
+    lines = terminal_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and lines[0].startswith("resnet-repro train: stopped: "), lines
+    assert lines[0].endswith(
+        "; it diverged before its first checkpoint, so none was written; try a lower --lr or warm-up"
+    )
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "diverged" and 1 <= record["diverged_at"] < 8
+    assert not (run_dir / "checkpoints").exists()

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from resnet_repro.errors import UserError
+from resnet_repro.errors import NoRunsError, UserError
 from resnet_repro.experiment import PROFILES, get_profile
 
 
@@ -42,8 +42,8 @@ def run(args) -> int:
                 written = render_experiment(
                     experiment, experiment.profile(profile), runs_dir, results_dir, wandb=args.wandb
                 )
-            except UserError:
-                continue  # no finished runs of this artifact under this profile
+            except NoRunsError:
+                continue  # no finished runs of this artifact under this profile (a corrupt log is an error)
             rendered.append(f"{artifact} ({profile})")
             print(f"{artifact} ({profile}): " + ", ".join(str(p) for p in written))
     if not rendered:

@@ -1,0 +1,44 @@
+"""Tests for resnet_repro.rundir: the lock, the record, and what a restart clears."""
+
+import os
+
+import pytest
+
+from resnet_repro.errors import UserError
+from resnet_repro.rundir import RunDir
+
+
+def test_rundir_lock_refuses_a_second_holder_and_names_the_first(tmp_path):
+    # flock conflicts between two open file descriptions, so two RunDirs of one process stand in for two processes.
+    first, second = RunDir(tmp_path / "run"), RunDir(tmp_path / "run")
+    first.lock()
+    try:
+        with pytest.raises(UserError, match=rf"being trained by another process \(pid {os.getpid()} on "):
+            second.lock()
+    finally:
+        first.unlock()
+    second.lock()  # released: the next process may take it
+    second.unlock()
+
+
+def test_rundir_read_record_of_a_corrupt_run_json_names_it(tmp_path):
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    run.record_path.write_text('{"run_id": "run", "status": "fin')  # cut off mid-write
+    with pytest.raises(UserError, match="is not a readable run record") as raised:
+        run.read_record()
+    assert str(run.record_path) in str(raised.value)
+
+
+def test_rundir_clear_removes_logs_checkpoints_and_wandb_only(tmp_path):
+    run = RunDir(tmp_path / "run")
+    for name in ("run.json", "metrics.csv", "metrics-0.csv", "checkpoints/last.ckpt", "wandb/run-1/files.txt"):
+        (run.path / name).parent.mkdir(parents=True, exist_ok=True)
+        (run.path / name).write_text("x")
+    (run.path / "notes.txt").write_text("mine")
+    run.lock()
+    try:
+        run.clear()  # under the lock, as train() calls it
+    finally:
+        run.unlock()
+    assert sorted(p.name for p in run.path.iterdir()) == [".lock", "notes.txt"]
