@@ -56,10 +56,9 @@ import torch  # noqa: E402
 from resnet_repro.commands.train import parse_duration  # noqa: E402
 from resnet_repro.data.cifar10 import DataConfig  # noqa: E402
 from resnet_repro.data.sources import DATA_ENV  # noqa: E402
-from resnet_repro.errors import UserError, exit_status  # noqa: E402
+from resnet_repro.errors import EXIT_TIME_LIMIT, UserError, exit_status  # noqa: E402
 
 SHARED_CIFAR = REPO / ".." / "shared" / "datasets" / "cifar10-jpg.tar.gz"
-EXIT_TIME_LIMIT = 3  # `resnet-repro run`: stopped at --stop-after with runs unfinished; the same command continues
 FALLBACK_JOBS = 4  # runs at once for the artifacts when --jobs auto has no jobs measurement to go by
 
 

@@ -100,10 +100,13 @@ def ledger(results_dir: Path) -> str:
     ]
     for path in sorted(Path(results_dir).glob("*/*-provenance.json")):
         p = json.loads(path.read_text())
-        rows = p.get("deviations", [])
+        rows = p.get("deviations")
         lines += [f"### {p['artifact']} ({p['profile']} profile)", ""]
+        if rows is None:
+            lines += ["not recorded (rendered before the ledger existed: run `resnet-repro report` again)", ""]
+            continue
         if not rows:
-            lines += ["none recorded", ""]
+            lines += ["none: these runs followed the paper's protocol", ""]
             continue
         lines += ["| what | the paper | these runs | to restore |", "|---|---|---|---|"]
         lines += [f"| {d['what']} | {d['paper']} | {d['ours']} | `{d['restore']}` |" for d in rows]

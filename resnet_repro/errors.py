@@ -28,6 +28,10 @@ class DataError(UserError):
     """A data source that is missing, corrupt or not CIFAR-10 shaped."""
 
 
+class RunLockedError(UserError):
+    """A run directory that another live process holds."""
+
+
 class NoRunsError(UserError):
     """No logged runs of what was asked for (`report` then moves on to the next artifact)."""
 
@@ -47,12 +51,18 @@ def exit_status(prog: str, action: Callable[[], int | None]) -> int:
         if exc.errno not in _CANNOT_WRITE:
             raise
         where = exc.filename or "the output directory"
-        remedy = "free space" if exc.errno in _FULL else "make it writable"
-        print(
-            f"{prog}: error: cannot write {where}: {exc.strerror}; {remedy} or write elsewhere "
-            "(files written before this one are intact; a run continues with --resume)",
-            file=sys.stderr,
-        )
+        if exc.errno in _FULL or exc.errno == errno.EROFS:
+            remedy = "free space" if exc.errno in _FULL else "make it writable"
+            print(
+                f"{prog}: error: cannot write {where}: {exc.strerror}; {remedy} or write elsewhere "
+                "(files written before this one are intact; a run continues with --resume)",
+                file=sys.stderr,
+            )
+        else:  # EACCES and EPERM come from reads too
+            print(
+                f"{prog}: error: cannot access {where}: {exc.strerror}; fix its permissions or use another path",
+                file=sys.stderr,
+            )
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

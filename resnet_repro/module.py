@@ -139,6 +139,8 @@ class ClassifierModule(pl.LightningModule):
         self._eval_sums = {}
         if self.global_step == self.spec.schedule.max_iters:  # the last iterate: Fig. 7's responses too
             self._responses = LayerResponses(self.model)
+            # A compiled network reuses the graph it traced without these hooks: evaluate this pass eagerly.
+            torch.compiler.set_stance("force_eager")
 
     def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         x, y, split = batch
@@ -174,6 +176,7 @@ class ClassifierModule(pl.LightningModule):
             self.layer_responses = self._responses.result(lambda t: reduce(t, reduce_op="sum"))
             self._responses.remove()
             self._responses = None
+            torch.compiler.set_stance("default")
         # Inside fit Lightning logs an evaluation at step global_step - 1, but a separate trainer.validate()
         # of the last iterate at global_step. Logging "step" (Lightning's documented override of the x
         # value) puts both on the iteration evaluated, minus one like the train rows (records adds the 1).
@@ -193,9 +196,20 @@ class ClassifierModule(pl.LightningModule):
         checkpoint["layer_responses"] = self.layer_responses
         # A Ctrl-C checkpoint can fall inside a logging interval: keep its running sums so the resumed run
         # logs the same running mean as an uninterrupted one.
-        checkpoint["running_sums"] = [
-            s.item() if torch.is_tensor(s) else s for s in (self._loss_sum, self._wrong_sum, self._seen)
-        ]
+        checkpoint["running_sums"] = self._global_running_sums()
+
+    def _global_running_sums(self) -> list:
+        """The interval's running sums over all ranks (every rank saves, rank 0's copy is written)."""
+        if self._seen is None:
+            return [None, None, None]
+        sums = torch.stack([torch.as_tensor(s, dtype=torch.float64) for s in (self._loss_sum, self._wrong_sum)])
+        sums = torch.cat(
+            [sums.to(self.device), torch.tensor([float(self._seen)], dtype=torch.float64, device=self.device)]
+        )
+        if self.trainer.world_size > 1:
+            sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
+        loss, wrong, seen = sums.tolist()
+        return [loss, wrong, int(seen)]
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.warmup_ended_at = checkpoint.get("warmup_ended_at")
@@ -204,4 +218,8 @@ class ClassifierModule(pl.LightningModule):
         self.layer_responses = checkpoint.get("layer_responses", [])
         # Python numbers: the first `+=` in training_step turns them into tensors on the right device.
         self._loss_sum, self._wrong_sum, self._seen = checkpoint.get("running_sums", (None, None, None))
+        if self._seen is not None and self._trainer is not None and self.global_rank != 0:
+            # The saved sums are over all ranks: rank 0 carries them on, so each image counts once when the
+            # interval is reduced.
+            self._loss_sum, self._wrong_sum, self._seen = 0.0, 0.0, 0
         self._untimed = self._seen or 0

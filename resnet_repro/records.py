@@ -28,9 +28,8 @@ METRICS = [
 def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame]:
     """One run's record (run.json) and its curves (metrics.csv, one row per logged iteration)."""
     record = RunDir(run_dir).read_record()
-    # A resumed run keeps its earlier logs as metrics-0.csv, metrics-1.csv, ... (see training.py).
-    parts = sorted(run_dir.glob("metrics-*.csv"), key=lambda p: int(p.stem.split("-")[1])) + [run_dir / "metrics.csv"]
-    frames = [_read_csv(p) for p in parts if p.exists() and p.stat().st_size]
+    # A resumed run keeps its earlier logs as metrics-0.csv, metrics-1.csv, ... (see rundir.py).
+    frames = [_read_csv(p) for p in RunDir(run_dir).metrics_parts() if p.stat().st_size]
     raw = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({"step": []})
     # Lightning writes train and eval metrics of one step on separate rows, and a resumed run may log a
     # step twice (after its last checkpoint and again after resuming): keep the last value per step.

@@ -19,7 +19,7 @@ from resnet_repro.errors import UserError
 from resnet_repro.experiment import Experiment, Profile, plan_variants, skipped_models
 from resnet_repro.files import write_text
 from resnet_repro.records import load_responses, load_runs
-from resnet_repro.rundir import RunDir
+from resnet_repro.rundir import RunDir, outcome
 from resnet_repro.spec import run_id
 
 RESULTS_README_HEAD = """# results/
@@ -94,7 +94,7 @@ def render_experiment(
     summary, curves = load_runs(runs_dir, ids)
     summary = summary.assign(variant=summary["run_id"].map({run_id(s): v.label for v, s in planned}))
     found = set(summary["run_id"])
-    unfinished = {rid: _why_unfinished(RunDir(runs_dir / rid)) for rid in dict.fromkeys(ids) if rid not in found}
+    unfinished = {rid: outcome(RunDir(runs_dir / rid).read_record()) for rid in dict.fromkeys(ids) if rid not in found}
     skipped = skipped_models(experiment, profile)
     out = results_dir / experiment.id
     out.mkdir(parents=True, exist_ok=True)
@@ -141,19 +141,6 @@ def render_experiment(
         group = f"{experiment.id}-{profile.name}"
         wandb_logging.log_report(experiment.id, group, experiment.caption, images, summary, wandb, runs_dir)
     return written
-
-
-def _why_unfinished(run: RunDir) -> str:
-    """'not run', 'diverged at iteration 12', 'stopped at iteration 500 of 64000', ..."""
-    record = run.read_record()
-    if record is None:
-        return "not run"
-    status, total = record.get("status"), record.get("spec", {}).get("schedule", {}).get("max_iters")
-    if status == "diverged":
-        return f"diverged at iteration {record.get('diverged_at', '?')}"
-    if record.get("iterations") is not None:
-        return f"{status} at iteration {record['iterations']} of {total}"
-    return str(status)
 
 
 def keep_records(runs_dir: Path, run_ids: list[str], dest: Path) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from resnet_repro.errors import UserError
+from resnet_repro.errors import RunLockedError, UserError
 from resnet_repro.files import write_json
 from resnet_repro.spec import TrainSpec, spec_digest
 
@@ -59,11 +59,6 @@ class RunDir:
     def write_record(self, record: dict) -> None:
         write_json(self.record_path, record)
 
-    def status(self) -> str | None:
-        """'finished', 'running', 'interrupted', 'diverged', 'failed', or None (never started)."""
-        record = self.read_record()
-        return None if record is None else record.get("status")
-
     def lock(self) -> None:
         """Hold this directory for this process until it exits; a second process is refused in one line.
 
@@ -77,7 +72,7 @@ class RunDir:
             handle.seek(0)
             holder = handle.read().strip() or "unknown"
             handle.close()
-            raise UserError(
+            raise RunLockedError(
                 f"{self.path} is being trained by another process ({holder}); wait for it to finish or stop it"
             ) from None
         handle.seek(0)
@@ -95,8 +90,8 @@ class RunDir:
         """Lightning's CSVLogger deletes an existing metrics.csv; a resumed run keeps it as metrics-K.csv."""
         current = self.path / "metrics.csv"
         if current.exists():
-            parts = len(list(self.path.glob("metrics-*.csv")))
-            os.replace(current, self.path / f"metrics-{parts}.csv")
+            numbers = [int(p.stem.split("-", 1)[1]) for p in self.metrics_parts()[:-1]]
+            os.replace(current, self.path / f"metrics-{max(numbers, default=-1) + 1}.csv")
 
     def clear(self) -> None:
         """Remove everything a run that never reached a checkpoint left (its logs start again)."""
@@ -105,12 +100,45 @@ class RunDir:
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
 
     def copy_logs(self, dest: Path) -> None:
-        """Copy the run's logs (never checkpoints) into `dest`/<run id>/."""
+        """Copy the run's logs (never checkpoints) into `dest`/<run id>/, for readers on other machines:
+        the record's paths to this machine's data and cache are cut to their file names."""
         target = Path(dest) / self.name
         target.mkdir(parents=True, exist_ok=True)
-        for pattern in LOG_FILES:
-            for path in self.path.glob(pattern):
-                shutil.copy2(path, target / path.name)
+        for path in self.metrics_parts():
+            shutil.copy2(path, target / path.name)
+        write_json(target / "run.json", shareable(self.read_record()))
+
+    def metrics_parts(self) -> list[Path]:
+        """metrics-0.csv, metrics-1.csv, ... (earlier parts of a resumed run), then metrics.csv."""
+        parts = sorted(
+            (p for p in self.path.glob("metrics-*.csv") if p.stem.split("-", 1)[1].isdigit()),
+            key=lambda p: int(p.stem.split("-", 1)[1]),
+        )
+        return [*parts, *([self.path / "metrics.csv"] if (self.path / "metrics.csv").exists() else [])]
+
+
+def shareable(record: dict) -> dict:
+    """`record` with the paths that name one machine's folders (data, cache) cut to their file names."""
+    record = json.loads(json.dumps(record))
+    data, source = record.get("spec", {}).get("data", {}), record.get("data_source", {})
+    for holder, key in ((data, "data"), (data, "root"), (source, "path"), (source, "cache")):
+        if holder.get(key):
+            holder[key] = Path(holder[key]).name
+    return record
+
+
+def outcome(record: dict | None) -> str:
+    """How a run ended, in a few words: "finished, test error 8.75%", "diverged at iteration 12", ..."""
+    if record is None:
+        return "not run"
+    status, total = record["status"], record.get("spec", {}).get("schedule", {}).get("max_iters")
+    if status == "finished":
+        return f"finished, test error {record['final'].get('test/error', float('nan')):.2f}%"
+    if status == "diverged":
+        return f"diverged at iteration {record.get('diverged_at', '?')}"
+    if record.get("iterations") is not None:
+        return f"{status} at iteration {record['iterations']}" + (f" of {total}" if total else "")
+    return status
 
 
 def provenance() -> dict:

@@ -3,19 +3,21 @@
 `resnet-repro run fig6 --profile quick` and `python experiments/fig6.py --profile quick` both land here.
 """
 
+import contextlib
 import dataclasses
 import importlib.util
 import os
+import signal
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from multiprocessing import get_context
+from multiprocessing import active_children, get_context
 from pathlib import Path
 
 from resnet_repro.data.cifar10 import DataConfig
-from resnet_repro.errors import UserError
+from resnet_repro.errors import RunLockedError, UserError
 from resnet_repro.experiment import Experiment, Profile, plan_runs, select_runs
-from resnet_repro.rundir import RunDir, differences
+from resnet_repro.rundir import RunDir, differences, outcome
 from resnet_repro.spec import TrainSpec, run_id
 
 EXPERIMENTS_DIR = Path(os.environ.get("RESNET_REPRO_EXPERIMENTS", Path(__file__).resolve().parents[1] / "experiments"))
@@ -43,35 +45,48 @@ def _not_started(run_dir: Path, why: str) -> dict:
     return {"run_id": run_dir.name, "status": "not started", "stopped_by": why, "final": {}}
 
 
+# In a `--jobs` worker: the stop signal (Ctrl-C, SIGTERM) that reached it, after which it starts no run.
+_STOPPED_BY: str | None = None
+_STOP_SIGNALS = {signal.SIGINT: "ctrl-c", signal.SIGTERM: "SIGTERM"}
+
+
+def _note_stop(signum, frame) -> None:
+    global _STOPPED_BY
+    _STOPPED_BY = _STOP_SIGNALS[signum]
+
+
+def _worker_init() -> None:
+    """A pool worker between runs: a stop signal only marks it stopped (a run's own handler stops the run)."""
+    for signum in _STOP_SIGNALS:
+        signal.signal(signum, _note_stop)
+
+
 def _train_one(run: "PendingRun", options: dict) -> dict:
     """Train one run; a divergence is recorded in its run.json and reported, not raised."""
+    global _STOPPED_BY
     from resnet_repro.module import NonFiniteLossError
     from resnet_repro.training import RunOptions, train
 
     if options.get("deadline") is not None and time.time() >= options["deadline"]:
         # --stop-after passed before this run had a free slot: no run is started after the time limit.
         return _not_started(run.run_dir, "time limit")
+    if _STOPPED_BY is not None:  # Ctrl-C or SIGTERM stopped this worker's earlier run: start no other
+        return _not_started(run.run_dir, _STOPPED_BY)
     spec = run.spec
     print(f"{run.run_dir}: {'resuming' if run.resume else 'training'} {spec.model} seed {spec.seed}", flush=True)
     try:
-        return train(
+        record = train(
             spec, RunOptions(run_dir=run.run_dir, resume=run.resume, restart=run.restart, **options), run.hardware
         )
+        if record["status"] == "interrupted" and record.get("stopped_by") in _STOP_SIGNALS.values():
+            _STOPPED_BY = record["stopped_by"]
+        return record
+    except RunLockedError as exc:  # another process trains it: this artifact goes on without it
+        print(f"{run.run_dir}: {exc}", file=sys.stderr)
+        return {"run_id": run.run_dir.name, "status": "running elsewhere", "final": {}}
     except NonFiniteLossError as exc:
         print(f"{run.run_dir}: diverged: {exc}", file=sys.stderr)
         return RunDir(run.run_dir).read_record() or {"run_id": run.run_dir.name, "status": "diverged", "final": {}}
-
-
-def outcome(record: dict) -> str:
-    """How a run ended, in a few words: "finished, test error 8.75%", "diverged at iteration 12", ..."""
-    status = record["status"]
-    if status == "finished":
-        return f"finished, test error {record['final'].get('test/error', float('nan')):.2f}%"
-    if status == "diverged":
-        return f"diverged at iteration {record.get('diverged_at', '?')}"
-    if "iterations" in record:
-        return f"{status} at iteration {record['iterations']}"
-    return status
 
 
 def check_cached(run: RunDir, spec: TrainSpec, data_sha256: str, hardware) -> None:
@@ -141,7 +156,26 @@ def train_runs(todo: list[PendingRun], options: dict, jobs: int = 1) -> list[dic
     # Small CIFAR nets leave a device idle: several runs share it, each with its share of the CPU threads.
     share = max(1, (os.cpu_count() or 1) // jobs)
     options = {**options, "progress": False}  # one bar per process would garble the terminal
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+    # Ctrl-C at a terminal reaches every worker; a signal sent to this process alone (kill, a supervisor)
+    # is passed on to them, so each running run checkpoints and no queued run starts.
+    forwarded: dict = {}
+
+    def forward(signum, frame) -> None:
+        for child in active_children():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signum)
+
+    for signum in _STOP_SIGNALS:
+        forwarded[signum] = signal.signal(signum, forward)
+    try:
+        return _pooled(todo, options, jobs, share)
+    finally:
+        for signum, previous in forwarded.items():
+            signal.signal(signum, previous)
+
+
+def _pooled(todo: list["PendingRun"], options: dict, jobs: int, share: int) -> list[dict]:
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"), initializer=_worker_init) as pool:
         futures = [
             pool.submit(
                 _train_one,

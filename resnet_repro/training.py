@@ -5,6 +5,7 @@ A run directory (see rundir.py) holds `run.json` (config, provenance, status, fi
 `checkpoints/last.ckpt`.
 """
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -120,7 +121,9 @@ class _StopOnSignal(Callback):
     def _handler(self, signum, frame) -> None:
         self.interrupted, self.reason = True, STOP_SIGNALS[signum]
 
-    def on_fit_start(self, trainer, pl_module) -> None:
+    def install(self) -> None:
+        """Take Ctrl-C and SIGTERM for the whole run, set-up and final evaluation included (`restore` gives
+        them back): outside our handler Lightning turns Ctrl-C into `sys.exit(1)`."""
         for signum in STOP_SIGNALS:
             try:
                 self._previous[signum] = signal.signal(signum, self._handler)
@@ -143,14 +146,12 @@ class _StopOnSignal(Callback):
                 return
             self.interrupted = trainer.strategy.reduce_boolean_decision(self.interrupted, all=False)
         if self.interrupted:
-            self.checkpoints.save(trainer)
+            if self.checkpoints.saved_step != trainer.global_step:
+                self.checkpoints.save(trainer)
             # Not `trainer.should_stop`: that makes Lightning run an extra evaluation and re-log this step's
             # train row, so resumed curves would differ. End the loop as if max_steps were reached instead.
             trainer.fit_loop.epoch_loop.max_steps = trainer.global_step
             self._stopped = True
-
-    def on_fit_end(self, trainer, pl_module) -> None:
-        self.restore()
 
     def restore(self) -> None:
         """Give the signals back to the handlers they had before the run."""
@@ -202,23 +203,32 @@ def train(spec: TrainSpec, options: RunOptions, hardware: Hardware = Hardware(),
     interrupt = _StopOnSignal(checkpoints, options.deadline)
     trainer = _trainer(spec, hardware, options, [checkpoints, interrupt])
     # Under DDP the launcher re-runs this function in every process (torchrun, SLURM, or Lightning's own
-    # launcher starting ranks 1.. from inside fit): only global rank 0 checks and writes the run's files.
+    # launcher starting ranks 1.. from inside fit). Every rank reads the run directory and decides alike
+    # (so a refusal or "finished earlier" ends all of them, none waits for the others); only global rank
+    # 0 locks it and writes the run's files.
     is_zero = rank_zero_only.rank == 0
-    previous = _claim(run, spec, dm.source.get("sha256"), hardware, options) if is_zero else {}
-    if previous.get("status") == "finished":
-        print(
-            f"{run.path}: finished earlier at iteration {previous.get('iterations')}; nothing to resume, nothing changed"
-        )
+    previous = _claim(run, spec, dm.source.get("sha256"), hardware, options, writer=is_zero)
+    try:
+        if previous.get("status") == "finished":
+            if is_zero:
+                print(
+                    f"{run.path}: finished earlier at iteration {previous.get('iterations')}; nothing to resume, nothing changed"
+                )
+            return previous
+        return _fit(spec, options, hardware, module, dm, run, trainer, checkpoints, interrupt, previous, is_zero)
+    finally:
         run.unlock()
-        return previous
-    resume = options.resume
 
+
+def _fit(spec, options, hardware, module, dm, run, trainer, checkpoints, interrupt, previous, is_zero) -> dict:
+    """Fit (or resume), evaluate and checkpoint the last iterate, and keep the record up to date."""
     record = {
         "run_id": run.name,
         "status": "running",
         "spec": spec.to_dict(),
         **(options.extra_meta or {}),
         "hardware_flags": dataclasses.asdict(hardware),
+        "world_size": trainer.world_size,
         "data_source": dm.source,
         **provenance(),
         "params": count_parameters(module.model),
@@ -240,6 +250,7 @@ def train(spec: TrainSpec, options: RunOptions, hardware: Hardware = Hardware(),
         run.write_record(record)
         run.keep_previous_metrics()
     started = time.perf_counter()
+    interrupt.install()
     try:
         with warnings.catch_warnings():
             _quiet_lightning_warnings()
@@ -249,8 +260,11 @@ def train(spec: TrainSpec, options: RunOptions, hardware: Hardware = Hardware(),
                 # trace training_step, whose Python-side running counters change every step and made
                 # torch.compile recompile each iteration until it gave up and fell back to eager.
                 module.model.compile()
-            trainer.fit(module, datamodule=dm, ckpt_path=str(run.checkpoint) if resume else None)
-            if not interrupt.interrupted:
+            trainer.fit(module, datamodule=dm, ckpt_path=str(run.checkpoint) if options.resume else None)
+            stopped = interrupt.interrupted
+            if trainer.world_size > 1:  # a signal may have reached one rank after the last shared check
+                stopped = trainer.strategy.reduce_boolean_decision(stopped, all=False)
+            if not stopped:
                 if module.last_eval.get("step") != trainer.global_step:
                     trainer.validate(module, datamodule=dm, verbose=False)  # the last iterate is always evaluated
                 if checkpoints.saved_step != trainer.global_step:
@@ -269,23 +283,20 @@ def train(spec: TrainSpec, options: RunOptions, hardware: Hardware = Hardware(),
             raise NonFiniteLossError(f"{exc}; {_what_is_left(run)}", exc.iteration) from None
         raise
     finally:
-        # A run that raised (divergence, a crash) skips on_fit_end, and Lightning's teardown re-installs
-        # the handlers it found at fit start, ours included: without this, Ctrl-C would no longer reach
-        # the rest of the process (the next run of an experiment, a notebook).
+        # Lightning's teardown re-installs the handlers it found at fit start (ours): give Ctrl-C and SIGTERM
+        # back to whatever the process had (the next run of an experiment, a notebook).
         interrupt.restore()
         if wandb_logger is not None:
             wandb_logging.finish()
-        run.unlock()
     record["wall_time_s"] += time.perf_counter() - started
     if trainer.world_size > 1:
         record["hardware"] += f"; {trainer.world_size} processes ({hardware.strategy}, {trainer.num_nodes} node(s))"
     record.update(
-        world_size=trainer.world_size,
-        status="interrupted" if interrupt.interrupted else "finished",
+        status="interrupted" if stopped else "finished",
         iterations=trainer.global_step,
-        # Under DDP a rank may learn of the stop from another rank's flag: then it was the shared deadline or Ctrl-C.
-        stopped_by=(interrupt.reason or ("time limit" if options.deadline is not None else "ctrl-c"))
-        if interrupt.interrupted
+        # Under DDP a rank may learn of the stop from another rank's flag: then the reason is not its own.
+        stopped_by=(interrupt.reason or ("time limit" if options.deadline is not None else "another rank"))
+        if stopped
         else None,
         warmup=module.warmup,
         warmup_end_iter=module.warmup_ended_at,
@@ -355,26 +366,36 @@ def _check_runnable(trainer: pl.Trainer, hardware: Hardware) -> None:
         )
 
 
-def _claim(run: RunDir, spec: TrainSpec, data_sha256: str | None, hardware: Hardware, options: RunOptions) -> dict:
-    """Lock the run directory and decide how to begin; return the record to continue ({} to start afresh).
+def _claim(
+    run: RunDir, spec: TrainSpec, data_sha256: str | None, hardware: Hardware, options: RunOptions, *, writer: bool
+) -> dict:
+    """Decide how to begin and return the record to continue ({} to start afresh); the `writer` (rank 0)
+    locks the run directory first, since another live process may be writing it.
 
-    The lock comes first: another live process may be writing the directory. A refusal leaves the
-    directory as it was (and removes it if this call made it).
+    A refusal leaves the directory as it was (and removes the directories this call made).
     """
+    if not writer:
+        return _how_to_begin(run, spec, data_sha256, hardware, options, writer=False)
     made = next((p for p in [*reversed(run.path.parents), run.path] if not p.exists()), None)  # what lock() creates
     run.lock()
     try:
-        return _how_to_begin(run, spec, data_sha256, hardware, options)
+        return _how_to_begin(run, spec, data_sha256, hardware, options, writer=True)
     except BaseException:
+        if made is not None:  # before unlocking: nobody else can have written into what this call made
+            shutil.rmtree(run.path, ignore_errors=True)
+            for parent in [p for p in run.path.parents if p == made or made in p.parents]:
+                with contextlib.suppress(OSError):
+                    parent.rmdir()  # only if empty
         run.unlock()
-        if made is not None:
-            shutil.rmtree(made, ignore_errors=True)
         raise
 
 
-def _how_to_begin(run: RunDir, spec: TrainSpec, data_sha256, hardware: Hardware, options: RunOptions) -> dict:
+def _how_to_begin(
+    run: RunDir, spec: TrainSpec, data_sha256, hardware: Hardware, options: RunOptions, *, writer: bool
+) -> dict:
     if options.restart:
-        run.clear()
+        if writer:
+            run.clear()
         return {}
     record = run.read_record()
     has_checkpoint = run.checkpoint.exists()
@@ -385,8 +406,9 @@ def _how_to_begin(run: RunDir, spec: TrainSpec, data_sha256, hardware: Hardware,
         )
     if record is not None and not has_checkpoint:
         # Killed (kill -9, power loss) before its first checkpoint: nothing to continue, so start again.
-        print(f"{run.path}: the earlier attempt stopped before its first checkpoint; starting it again")
-        run.clear()
+        if writer:
+            print(f"{run.path}: the earlier attempt stopped before its first checkpoint; starting it again")
+            run.clear()
         return {}
     if record is not None and not options.resume:
         raise UserError(f"{run.path} already holds a run: pass --resume to continue it or choose another --out")

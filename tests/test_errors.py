@@ -17,9 +17,7 @@ def raising(exc: BaseException):
 
 
 @pytest.mark.parametrize(
-    "code, remedy",
-    [(errno.EROFS, "make it writable"), (errno.EACCES, "make it writable"), (errno.ENOSPC, "free space")],
-    ids=["read-only", "permission denied", "disk full"],
+    "code, remedy", [(errno.EROFS, "make it writable"), (errno.ENOSPC, "free space")], ids=["read-only", "disk full"]
 )
 def test_exit_status_cannot_write_is_one_line_naming_the_path(code, remedy, capsys):
     where = "/scratch/runs/resnet20-s0/checkpoints/last.ckpt"
@@ -29,6 +27,16 @@ def test_exit_status_cannot_write_is_one_line_naming_the_path(code, remedy, caps
     assert len(lines) == 1 and captured.out == "", captured
     assert lines[0].startswith(f"resnet-repro train: error: cannot write {where}: {os.strerror(code)}; {remedy}")
     assert "--resume" in lines[0]
+
+
+def test_exit_status_permission_denied_is_one_line_for_reads_and_writes_alike(capsys):
+    where = "/data/imagenet/train"
+    error = OSError(errno.EACCES, os.strerror(errno.EACCES), where)
+    assert exit_status("resnet-repro train", raising(error)) == EXIT_USER_ERROR
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [
+        f"resnet-repro train: error: cannot access {where}: Permission denied; fix its permissions or use another path"
+    ]
 
 
 def test_exit_status_reraises_other_os_errors():

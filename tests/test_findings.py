@@ -59,3 +59,41 @@ def test_warmup_findings_on_when_each_arm_started_converging():
     assert "still reaches similar accuracy, within a point (Sec. 4.2): NOT shown" in paper[1]
     never = table.assign(**{"train < 90% from iter.": [40, pd.NA]})
     assert "never stayed below 90%" in findings.ablation_findings(never, "warmup", PROFILES["quick"])[0]
+
+
+def test_warmup_finding_is_not_shown_when_neither_arm_converged():
+    table = ablation(
+        [
+            {"variant": "0.01 warm-up", "train < 90% from iter.": pd.NA, "test error mean": 90.0},
+            {"variant": "0.1 from the start", "train < 90% from iter.": pd.NA, "test error mean": 90.0},
+        ]
+    )
+    line = findings.ablation_findings(table, "warmup", PROFILES["quick"])[0]
+    assert ": NOT shown - 0.01 warm-up never stayed below 90% training error either" in line
+
+
+def depth_summary(test_errors: dict[int, float]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "depth": d,
+                "family": "cifar",
+                "residual": True,
+                "final_train_error": e,
+                "final_test_error": e,
+                "profile": "paper",
+            }
+            for d, e in test_errors.items()
+        ]
+    )
+
+
+def test_deeper_resnet_finding_needs_every_step_deeper_to_be_better_and_says_1202_apart():
+    lines = findings.depth_findings(depth_summary({20: 8.7, 56: 7.0, 110: 7.2, 1202: 7.9}), PROFILES["paper"])
+    assert lines[0].startswith("deeper ResNet, lower test error (Fig. 6, Table 6): NOT shown")
+    assert "ResNet-20 8.7%, ResNet-56 7.0%, ResNet-110 7.2%" in lines[0]  # 110 worse than 56; 1202 left out
+    assert lines[1] == "ResNet-1202 overfits: worse than ResNet-110 (Table 6): shown - 7.9% vs 7.2% test error"
+    shown = findings.depth_findings(depth_summary({20: 8.7, 56: 7.0, 110: 6.4}), PROFILES["paper"])
+    assert shown == [
+        "deeper ResNet, lower test error (Fig. 6, Table 6): shown - ResNet-20 8.7%, ResNet-56 7.0%, ResNet-110 6.4%"
+    ]

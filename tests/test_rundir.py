@@ -42,3 +42,38 @@ def test_rundir_clear_removes_logs_checkpoints_and_wandb_only(tmp_path):
     finally:
         run.unlock()
     assert sorted(p.name for p in run.path.iterdir()) == [".lock", "notes.txt"]
+
+
+def test_rundir_numbers_a_resumed_runs_metrics_after_the_highest_part(tmp_path):
+    run = RunDir(tmp_path / "resnet20-s0")
+    run.path.mkdir()
+    for name in ("metrics-1.csv", "metrics-old.csv", "metrics.csv"):  # part 0 deleted; a stray file beside them
+        (run.path / name).write_text("step\n1\n")
+    run.keep_previous_metrics()
+    assert sorted(p.name for p in run.path.glob("metrics*.csv")) == [
+        "metrics-1.csv",
+        "metrics-2.csv",
+        "metrics-old.csv",
+    ]
+    assert [p.name for p in run.metrics_parts()] == ["metrics-1.csv", "metrics-2.csv"]
+
+
+def test_rundir_copy_logs_cuts_machine_paths_to_file_names(tmp_path):
+    run = RunDir(tmp_path / "runs" / "resnet20-s0")
+    run.path.mkdir(parents=True)
+    run.write_record(
+        {
+            "run_id": "resnet20-s0",
+            "spec": {"data": {"data": "/data/cifar/cifar10-jpg.tar.gz", "root": "/scratch/cache"}},
+            "data_source": {"path": "/data/cifar/cifar10-jpg.tar.gz", "cache": "/root/.cache/x/cifar10-ab.pt"},
+        }
+    )
+    (run.path / "metrics.csv").write_text("step\n1\n")
+    (run.path / "checkpoints").mkdir()
+    (run.path / "checkpoints" / "last.ckpt").write_bytes(b"weights")
+    run.copy_logs(tmp_path / "results" / "runs")
+    copied = RunDir(tmp_path / "results" / "runs" / "resnet20-s0")
+    record = copied.read_record()
+    assert record["spec"]["data"] == {"data": "cifar10-jpg.tar.gz", "root": "cache"}
+    assert record["data_source"] == {"path": "cifar10-jpg.tar.gz", "cache": "cifar10-ab.pt"}
+    assert sorted(p.name for p in copied.path.iterdir()) == ["metrics.csv", "run.json"]  # never checkpoints

@@ -255,7 +255,7 @@ def test_report_into_an_unwritable_results_dir_is_one_line(fig1, tmp_path, monke
 
     def denied(file, mode="r", *args, **kwargs):
         if "w" in mode and Path(file).resolve().is_relative_to(results.resolve()):
-            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(file))
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(file))
         return real_open(file, mode, *args, **kwargs)
 
     monkeypatch.setattr("resnet_repro.files.open", denied, raising=False)
@@ -263,7 +263,7 @@ def test_report_into_an_unwritable_results_dir_is_one_line(fig1, tmp_path, monke
     assert main(args) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"resnet-repro report: error: cannot write {results}/"), lines
-    assert f": {os.strerror(errno.EACCES)}; make it writable or write elsewhere" in lines[0]
+    assert f": {os.strerror(errno.EROFS)}; make it writable or write elsewhere" in lines[0]
 
 
 @pytest.mark.parametrize("filename", ["metrics.csv", "run.json"])
