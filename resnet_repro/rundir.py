@@ -7,6 +7,7 @@ copied and resumed where it now lies.
 """
 
 import fcntl
+import functools
 import json
 import os
 import platform
@@ -146,6 +147,25 @@ def provenance() -> dict:
     import lightning
     import torchvision
 
+    if torch.cuda.is_available():
+        hardware = f"{torch.cuda.device_count()}x {torch.cuda.get_device_name(0)}"
+    else:
+        hardware = f"CPU: {os.cpu_count()} cores ({platform.machine()}), {torch.get_num_threads()} torch threads"
+    return {
+        "commit": _commit(),
+        "hardware": hardware,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "lightning": lightning.__version__,
+        "host": platform.node(),
+    }
+
+
+@functools.cache
+def _commit() -> str:
+    """The checkout's commit when this process first asked: the code it imported then is what it runs (a
+    `--jobs` worker trains several runs with the modules it loaded for the first, whatever HEAD is later)."""
     here = Path(__file__).parent
     try:
         commit = subprocess.run(
@@ -154,22 +174,9 @@ def provenance() -> dict:
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, cwd=here
         ).stdout.strip()
-        commit += "+dirty" if dirty else ""
+        return commit + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
-    if torch.cuda.is_available():
-        hardware = f"{torch.cuda.device_count()}x {torch.cuda.get_device_name(0)}"
-    else:
-        hardware = f"CPU: {os.cpu_count()} cores ({platform.machine()}), {torch.get_num_threads()} torch threads"
-    return {
-        "commit": commit,
-        "hardware": hardware,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "lightning": lightning.__version__,
-        "host": platform.node(),
-    }
+        return "unknown"
 
 
 def differences(record: dict, spec: TrainSpec, data_sha256: str | None, hardware) -> list[str]:

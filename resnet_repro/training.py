@@ -177,6 +177,7 @@ class _IterationBar(TQDMProgressBar):
 
 def train(spec: TrainSpec, options: RunOptions, hardware: Hardware = Hardware(), datamodule=None) -> dict:
     """Train one run to `spec.schedule.max_iters` (or resume it) and return its record (run.json)."""
+    provenance()  # the commit of the code this process imported, taken before anything else runs
     spec.validate()
     if options.wandb not in wandb_logging.MODES:
         raise UserError(f"--wandb must be on, offline or off, got {options.wandb!r}")
