@@ -14,6 +14,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import active_children, get_context
 from pathlib import Path
 
+from resnet_repro.data import get_dataset
 from resnet_repro.data.cifar10 import DataConfig
 from resnet_repro.errors import RunLockedError, UserError
 from resnet_repro.experiment import Experiment, Profile, plan_runs, select_runs
@@ -123,11 +124,8 @@ def pending_runs(specs: list[TrainSpec], runs_dir: Path, hardware, *, force: boo
         record = run.read_record() or {}
         status = record.get("status")
         if status == "finished" and not force:
-            if data_sha256 is None:  # the copy this invocation would train on (a cache hit: well under a second)
-                from resnet_repro.data.sources import load_cifar10
-
-                data = spec.data
-                data_sha256 = load_cifar10(data.data, data.root, full=data.full, progress=False).source["sha256"]
+            if data_sha256 is None:  # the copy this invocation would train on
+                data_sha256 = get_dataset(spec.dataset).sha256(spec.data)
             check_cached(run, spec, data_sha256, hardware)
             print(f"{run.path}: finished earlier, not retrained (--force retrains)")
             continue

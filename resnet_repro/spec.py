@@ -4,7 +4,9 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
+from resnet_repro.data import get_dataset
 from resnet_repro.data.cifar10 import DataConfig
+from resnet_repro.data.imagenet import ImageNetConfig
 from resnet_repro.errors import UserError
 
 
@@ -35,7 +37,8 @@ class TrainSpec:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     seed: int = 0
-    data: DataConfig = field(default_factory=DataConfig)
+    dataset: str = "cifar10"  # a key of resnet_repro.data.DATASETS; `data` is that dataset's config
+    data: DataConfig | ImageNetConfig = field(default_factory=DataConfig)
     log_every: int = 20  # iterations per logged train loss/error (running mean over these)
     eval_every: int = 1000  # iterations between evaluations on the whole test (and val) set
     checkpoint_every: int = 500  # iterations between checkpoints; a multiple of log_every
@@ -57,10 +60,21 @@ class TrainSpec:
             )
         from resnet_repro.models import model_info  # deferred: models import nothing from here
 
-        if model_info(self.model).family != "cifar":
+        dataset = get_dataset(self.dataset)
+        family = model_info(self.model).family
+        if family != dataset.family:
+            takes = (
+                "the 6n+2 nets (resnet20, plain56, resnet110, ...)"
+                if dataset.family == "cifar"
+                else ("the Table 1 nets (plain18/34, resnet18, resnet34, resnet50, resnet101, resnet152)")
+            )
             raise UserError(
-                f"{self.model} is an ImageNet net; CIFAR-10 training takes the 6n+2 nets "
-                "(resnet20, plain56, resnet110, ...; see `resnet-repro models --family cifar`)"
+                f"{self.model} is {'an ImageNet' if family == 'imagenet' else 'a CIFAR'} net; {dataset.name} training "
+                f"takes {takes}; see `resnet-repro models --family {dataset.family}`"
+            )
+        if not isinstance(self.data, dataset.config):
+            raise UserError(
+                f"a {dataset.name} run takes a data config of type {dataset.config.__name__}, got {type(self.data).__name__}"
             )
         if s.warmup not in ("auto", "on", "off"):
             raise UserError(f"--warmup must be auto, on or off, got {s.warmup!r}")
@@ -83,12 +97,15 @@ class TrainSpec:
         d = dict(d)
         sched = d.pop("schedule", {})
         sched = Schedule(**{**sched, "milestones": tuple(sched.get("milestones", Schedule().milestones))})
-        return cls(schedule=sched, data=DataConfig(**d.pop("data", {})), **d)
+        config = get_dataset(d.get("dataset", "cifar10")).config
+        data = {k: tuple(v) if isinstance(v, list) else v for k, v in d.pop("data", {}).items()}  # JSON lists
+        return cls(schedule=sched, data=config(**data), **d)
 
 
 # Fields that say where data lives or how memory is laid out, not what is computed: they do not
 # enter a run's identity, so the same run found under another data path is not trained again.
 _NOT_IDENTITY = {
+    ("data", "workers"),
     ("data", "data"),
     ("data", "root"),
     ("data", "eval_batch_size"),
@@ -108,6 +125,8 @@ def spec_digest(spec: TrainSpec) -> str:
         for key in path[:-1]:
             node = node[key]
         node.pop(path[-1], None)
+    if d["dataset"] == "cifar10":  # the field came with ImageNet: CIFAR-10 runs keep the ids they had before it
+        del d["dataset"]
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
 
 

@@ -26,7 +26,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.trainer.states import TrainerFn
 
 from resnet_repro import wandb_logging
-from resnet_repro.data.cifar10 import CIFAR10DataModule
+from resnet_repro.data import build_datamodule
 from resnet_repro.errors import UserError
 from resnet_repro.files import AtomicCheckpointIO
 from resnet_repro.flops import count_parameters
@@ -189,13 +189,7 @@ def train(spec: TrainSpec, options: RunOptions, hardware: Hardware = Hardware(),
         torch.set_num_threads(hardware.threads)
     pl.seed_everything(spec.seed, workers=True, verbose=False)
     module = ClassifierModule(spec)  # unknown model names fail here, before anything is written
-    dm = datamodule or CIFAR10DataModule(
-        spec.data,
-        batch_size=spec.batch_size,
-        max_iters=spec.schedule.max_iters,
-        seed=spec.seed,
-        channels_last=spec.channels_last,
-    )
+    dm = datamodule or build_datamodule(spec)
     dm.prepare_data()
     dm.setup("fit")  # data errors surface here, before the run directory exists
 

@@ -398,3 +398,46 @@ def test_a_resumed_lightning_run_sees_the_uninterrupted_batches(roots, tmp_path)
     assert len(train_rest) == 2
     for (xa, ya), (xb, yb) in zip(train_whole[2:], train_rest, strict=True):
         assert torch.allclose(xa, xb) and torch.equal(ya, yb)
+
+
+# --- one design for both datasets: a spec names its dataset, the registry builds its data module ------
+
+
+def imagenet_spec(root: Path, **changes):
+    from resnet_repro.spec import Schedule, TrainSpec
+
+    config = ImageNetConfig(str(root), subset=len(WNIDS), eval_batch_size=4, workers=0)
+    settings = dict(model="resnet18", log_every=1, eval_every=2, checkpoint_every=2) | changes
+    return TrainSpec(
+        dataset="imagenet", data=config, schedule=Schedule(max_iters=2, milestones=(1,)), batch_size=4, **settings
+    )
+
+
+def test_train_runs_an_imagenet_spec_end_to_end_and_records_it(roots, tmp_path):
+    from resnet_repro.records import read_run
+    from resnet_repro.spec import TrainSpec
+    from resnet_repro.training import Hardware, RunOptions, train
+
+    spec = imagenet_spec(roots["imagefolder"])
+    threads = torch.get_num_threads()
+    try:
+        record = train(spec, RunOptions(tmp_path / "run", wandb="off", progress=False), Hardware("cpu", threads=1))
+    finally:
+        torch.set_num_threads(threads)
+    assert record["status"] == "finished" and record["iterations"] == 2
+    assert record["data_source"]["classes"] == len(WNIDS) and record["data_source"]["sha256"]
+    assert 0 <= record["final"]["test/top5_error"] <= record["final"]["test/error"] <= 100  # the val set, centre crops
+    assert TrainSpec.from_dict(record["spec"]) == spec  # the config round-trips as an ImageNetConfig
+    curves = read_run(tmp_path / "run")[1]
+    assert curves["test/error"].notna().sum() == 1 and curves["train/error"].notna().sum() == 2
+
+
+def test_spec_refuses_a_net_of_the_other_dataset(roots):
+    from resnet_repro.spec import TrainSpec
+
+    with pytest.raises(UserError, match="resnet20 is a CIFAR net; imagenet training takes the Table 1 nets"):
+        imagenet_spec(roots["imagefolder"], model="resnet20").validate()
+    with pytest.raises(UserError, match="resnet18 is an ImageNet net; cifar10 training takes the 6n\\+2 nets"):
+        TrainSpec(model="resnet18").validate()
+    with pytest.raises(UserError, match="takes a data config of type ImageNetConfig, got DataConfig"):
+        TrainSpec(model="resnet18", dataset="imagenet").validate()

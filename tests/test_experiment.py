@@ -88,3 +88,11 @@ def test_ablation_warmup_runs_resnet110_on_its_own_quick_budget_with_and_without
     assert PROFILES["quick"].depths == (20, 56)  # the shared profile itself is unchanged
     planned = plan_variants(experiment, profile)
     assert [(s.model, s.schedule.warmup) for _, s in planned] == [("resnet110", "auto"), ("resnet110", "off")]
+
+
+def test_cifar_run_ids_are_those_logged_before_specs_named_their_dataset():
+    # The committed quick runs and the paper-profile run in progress were named before TrainSpec had a
+    # `dataset` field: the field's CIFAR-10 default must not move them (the run cache finds runs by id).
+    ids = [run_id(s) for s in plan_runs(load_experiment("fig6"), PROFILES["quick"])]
+    assert ids == ["plain20-s0-318e5390", "plain56-s0-f5b36840", "resnet20-s0-086df2d5", "resnet56-s0-b8543a40"]
+    assert run_id(plan_runs(load_experiment("table6"), PROFILES["paper"])[0]) == "resnet20-s0-670b68cd"
