@@ -4,6 +4,7 @@ A run's spec names its dataset (`TrainSpec.dataset`) and holds that dataset's co
 builds the LightningDataModule from the spec and tells the run cache which copy of the data it is.
 """
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,34 +24,26 @@ class Dataset:
     sha256: Callable  # (config) -> the content hash the run cache compares
 
 
-def _cifar10_module(spec):
-    from resnet_repro.data.cifar10 import CIFAR10DataModule
+def _datamodule(module: str, name: str) -> Callable:
+    """A factory of the data module `module.name`: every dataset's module takes the same arguments."""
 
-    return CIFAR10DataModule(
-        spec.data,
-        batch_size=spec.batch_size,
-        max_iters=spec.schedule.max_iters,
-        seed=spec.seed,
-        channels_last=spec.channels_last,
-    )
+    def build(spec):
+        cls = getattr(importlib.import_module(module), name)  # imported on use: ImageNet's pulls in its decoders
+        return cls(
+            spec.data,
+            batch_size=spec.batch_size,
+            max_iters=spec.schedule.max_iters,
+            seed=spec.seed,
+            channels_last=spec.channels_last,
+        )
+
+    return build
 
 
 def _cifar10_sha256(config: DataConfig) -> str:
     from resnet_repro.data.sources import load_cifar10  # a cache hit: well under a second
 
     return load_cifar10(config.data, config.root, full=config.full, progress=False).source["sha256"]
-
-
-def _imagenet_module(spec):
-    from resnet_repro.data.imagenet import ImageNetDataModule
-
-    return ImageNetDataModule(
-        spec.data,
-        batch_size=spec.batch_size,
-        max_iters=spec.schedule.max_iters,
-        seed=spec.seed,
-        channels_last=spec.channels_last,
-    )
 
 
 def _imagenet_sha256(config: ImageNetConfig) -> str:
@@ -60,8 +53,16 @@ def _imagenet_sha256(config: ImageNetConfig) -> str:
 
 
 DATASETS = {
-    "cifar10": Dataset("cifar10", "cifar", DataConfig, _cifar10_module, _cifar10_sha256),
-    "imagenet": Dataset("imagenet", "imagenet", ImageNetConfig, _imagenet_module, _imagenet_sha256),
+    "cifar10": Dataset(
+        "cifar10", "cifar", DataConfig, _datamodule("resnet_repro.data.cifar10", "CIFAR10DataModule"), _cifar10_sha256
+    ),
+    "imagenet": Dataset(
+        "imagenet",
+        "imagenet",
+        ImageNetConfig,
+        _datamodule("resnet_repro.data.imagenet", "ImageNetDataModule"),
+        _imagenet_sha256,
+    ),
 }
 
 
