@@ -5,7 +5,7 @@ import importlib
 from resnet_repro.errors import OneLineParser, exit_status
 
 # Each module defines `register(subparsers)`, which adds its parser and sets `func(args) -> int`.
-COMMANDS = ["models", "train", "run", "report", "deviations"]
+COMMANDS = ["models", "train", "run", "evaluate", "report", "deviations"]
 
 
 def build_parser() -> OneLineParser:

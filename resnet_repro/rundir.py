@@ -60,6 +60,25 @@ class RunDir:
     def write_record(self, record: dict) -> None:
         write_json(self.record_path, record)
 
+    def probabilities_path(self, protocol: str) -> Path:
+        """Per-image test probabilities under one protocol (testing.evaluate_run with keep_probabilities)."""
+        return self.path / f"probabilities-{protocol}.pt"
+
+    def add_evaluation(self, protocol: str, result: dict) -> None:
+        """Merge one test protocol's result into run.json's "evaluations", keeping the other protocols'.
+
+        Under the run's lock, so a training process cannot rewrite run.json in between.
+        """
+        self.lock()
+        try:
+            record = self.read_record()
+            if record is None:
+                raise UserError(f"{self.path} has no run.json to record the {protocol} evaluation in")
+            record["evaluations"] = {**(record.get("evaluations") or {}), protocol: result}
+            self.write_record(record)
+        finally:
+            self.unlock()
+
     def lock(self) -> None:
         """Hold this directory for this process until it exits; a second process is refused in one line.
 
@@ -96,7 +115,7 @@ class RunDir:
 
     def clear(self) -> None:
         """Remove everything a run that never reached a checkpoint left (its logs start again)."""
-        for pattern in (*LOG_FILES, "checkpoints", "wandb"):
+        for pattern in (*LOG_FILES, "checkpoints", "wandb", "probabilities-*.pt"):
             for path in self.path.glob(pattern):
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
 

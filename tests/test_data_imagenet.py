@@ -31,8 +31,9 @@ PER_CLASS = {"train": 4, "val": 2}
 SIZES = ((500, 375), (375, 500))  # width x height: ImageNet's common landscape and portrait sizes
 
 
-def write_jpegs(root: Path, seed: int = 0) -> Path:
-    """root/{train,val}/<wnid>/*.JPEG: smooth seeded RGB images (quality 90), alternating 500x375 and 375x500."""
+def write_jpegs(root: Path, seed: int = 0, sizes=SIZES) -> Path:
+    """root/{train,val}/<wnid>/*.JPEG: smooth seeded RGB images (quality 90), alternating `sizes` (width x height,
+    by default ImageNet's common 500x375 and 375x500)."""
     rng = np.random.default_rng(seed)
     k = 0
     for split, count in PER_CLASS.items():
@@ -40,7 +41,7 @@ def write_jpegs(root: Path, seed: int = 0) -> Path:
             folder = root / split / wnid
             folder.mkdir(parents=True)
             for i in range(count):
-                width, height = SIZES[k % 2]
+                width, height = sizes[k % 2]
                 coarse = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).resize((width, height))
                 noisy = np.asarray(coarse, dtype=np.int16) + rng.integers(-12, 13, (height, width, 3))
                 Image.fromarray(noisy.clip(0, 255).astype(np.uint8)).save(folder / f"{wnid}_{i}.JPEG", quality=90)
