@@ -1,16 +1,17 @@
 """Experiments (one per paper figure or table) and the profiles that size them; applied in one place.
 
-An experiment names its runs (models x seeds) and what it renders; a profile (`paper`, `quick`,
-`smoke`) says how long each run trains. `plan_runs` turns the pair into the list of TrainSpecs.
+An experiment names its dataset, its runs (models x variants x seeds), the test protocol its table
+reports and what it renders; a profile of that dataset (`paper`, `quick`, `smoke`) says how long and
+how wide each run trains. `plan_runs` turns the pair into the list of TrainSpecs.
 """
 
 import dataclasses
 from dataclasses import dataclass, field
 
-from resnet_repro.data.cifar10 import DataConfig
+from resnet_repro.data import get_dataset
 from resnet_repro.errors import UserError
 from resnet_repro.models import model_info
-from resnet_repro.spec import Schedule, TrainSpec, run_id
+from resnet_repro.spec import IMAGENET_BATCH, Schedule, TrainSpec, imagenet_lr, run_id
 
 
 @dataclass(frozen=True)
@@ -37,11 +38,17 @@ class Experiment:
     id: str  # the paper's numbering: fig1, fig6, table6; also the results/ folder and the W&B group
     caption: str
     models: tuple[str, ...]
-    render: str  # a renderer registered in report.py: "train_test", "curves", "table6", "responses", "ablation"
+    render: str  # a renderer registered in report.py: "train_test", "curves", "table6", "responses", ...
+    dataset: str = "cifar10"  # a key of resnet_repro.data.DATASETS; its profiles size the runs
+    # The test protocol (evaluation.PROTOCOLS) the artifact reports, applied to each run's last iterate after
+    # training and recorded in its run.json; None: the test error logged during training.
+    protocol: str | None = None
+    keep_probabilities: bool = False  # keep each run's test probabilities (Table 5 averages them over models)
     panels: tuple[Panel, ...] = ()
     seeds: dict[str, int] = field(default_factory=dict)  # runs per model where the paper made several
     labels: dict[str, str] = field(default_factory=dict)  # legend labels that differ from "ResNet-56"
     variants: tuple[Variant, ...] = (Variant(""),)  # ablations: every model is run once per variant
+    variants_of: dict[str, tuple[Variant, ...]] = field(default_factory=dict)  # per model, e.g. Table 3's 34 A/B/C
     # Per-profile changes for this artifact only, e.g. {"quick": {"depths": None, "schedule": ...}}: a
     # footnote experiment may need another budget than the figures share (its `purpose` says which).
     profile_changes: dict[str, dict] = field(default_factory=dict)
@@ -51,7 +58,7 @@ class Experiment:
 
     def profile(self, name: str) -> "Profile":
         """The named profile as this artifact runs it."""
-        return dataclasses.replace(get_profile(name), **self.profile_changes.get(name, {}))
+        return dataclasses.replace(get_profile(name, self.dataset), **self.profile_changes.get(name, {}))
 
 
 @dataclass(frozen=True)
@@ -66,7 +73,7 @@ class Profile:
     batch_size: int = 128
     depths: tuple[int, ...] | None = None  # only these depths are run in this profile (and figures say so)
     max_seeds: int | None = None  # at most this many seeds per model
-    full_data: bool = True
+    data: dict = field(default_factory=dict)  # changes to the dataset's config, e.g. {"full": False}
     purpose: str = ""
 
 
@@ -101,28 +108,64 @@ PROFILES = {
         batch_size=8,
         depths=(20, 56),
         max_seeds=1,
-        full_data=False,
+        data={"full": False},
         purpose="seconds, for tests: checks the plumbing, says nothing about the paper",
     ),
 }
 
+IMAGENET_PROFILES = {
+    # DEVIATION (paper: lr /10 "when the error plateaus", on a validation error it does not show): fixed drops
+    # at 15e4 and 30e4 iterations, where Fig. 4's curves drop, so a run is a function of its spec alone;
+    # `--lr-plateau N` applies the paper's rule instead (it then steers the lr by the val error it reports).
+    "paper": Profile(
+        "paper",
+        Schedule(max_iters=600_000, milestones=(150_000, 300_000), lr=imagenet_lr(IMAGENET_BATCH), warmup="off"),
+        log_every=100,
+        eval_every=5000,
+        checkpoint_every=5000,
+        batch_size=IMAGENET_BATCH,
+        purpose="Sec. 3.4: batch 256 (--devices 8 --strategy ddp: 32 per GPU, as the paper), lr 0.1 divided by "
+        "10 at 15e4 and 30e4 iterations (where Fig. 4 drops), 60e4 iterations (about 120 epochs), weight decay "
+        "1e-4, momentum 0.9; validation every 5,000 iterations on ILSVRC-2012 val, centre crops",
+    ),
+    "smoke": Profile(
+        "smoke",
+        Schedule(max_iters=4, milestones=(2,), lr=imagenet_lr(4), warmup="off"),
+        log_every=2,
+        eval_every=2,
+        checkpoint_every=2,
+        batch_size=4,
+        # 64x64 crops of images resized to [73, 137]: Sec. 3.4's geometry (224 in [256, 480]) scaled by 64/224.
+        data={"crop": 64, "scale": (73, 137), "eval_batch_size": 8},
+        purpose="seconds, for tests, on generated images (pass --subset): checks the plumbing at 64x64 crops, "
+        "says nothing about the paper",
+    ),
+}
 
-def get_profile(name: str) -> Profile:
-    if name not in PROFILES:
-        raise UserError(f"unknown profile {name!r}: choose one of {', '.join(PROFILES)}")
-    return PROFILES[name]
+DATASET_PROFILES = {"cifar10": PROFILES, "imagenet": IMAGENET_PROFILES}
 
 
-def plan_runs(experiment: Experiment, profile: Profile, data: DataConfig = DataConfig()) -> list[TrainSpec]:
+def get_profile(name: str, dataset: str = "cifar10") -> Profile:
+    profiles = DATASET_PROFILES[get_dataset(dataset).name]
+    if name not in profiles:
+        raise UserError(f"unknown {dataset} profile {name!r}: choose one of {', '.join(profiles)}")
+    return profiles[name]
+
+
+def plan_runs(experiment: Experiment, profile: Profile, data=None) -> list[TrainSpec]:
     """The TrainSpecs an experiment needs under a profile, in the experiment's order."""
     return [spec for _, spec in plan_variants(experiment, profile, data)]
 
 
-def plan_variants(
-    experiment: Experiment, profile: Profile, data: DataConfig = DataConfig()
-) -> list[tuple[Variant, TrainSpec]]:
-    """(variant, spec) for each run, models x variants x seeds in the experiment's order."""
-    data = dataclasses.replace(data, full=profile.full_data)
+def default_data(dataset: str):
+    """The dataset's config with nothing given (where the data is comes from the command line)."""
+    return get_dataset(dataset).config()
+
+
+def plan_variants(experiment: Experiment, profile: Profile, data=None) -> list[tuple[Variant, TrainSpec]]:
+    """(variant, spec) for each run, models x variants x seeds in the experiment's order; `data` is the
+    experiment's dataset config from the command line (None: the default), which the profile changes."""
+    data = dataclasses.replace(data or default_data(experiment.dataset), **profile.data)
     planned = []
     for model in experiment.models:
         info = model_info(model)
@@ -131,7 +174,7 @@ def plan_variants(
         seeds = experiment.runs_of(model)
         if profile.max_seeds is not None:
             seeds = min(seeds, profile.max_seeds)
-        for variant in experiment.variants:
+        for variant in experiment.variants_of.get(model, experiment.variants):
             # The model's own default is spelled None, so an ablation's default arm is the very run the
             # figures train (the same run id), and the run cache reuses it.
             shortcut = None if variant.shortcut == info.shortcut else variant.shortcut
@@ -145,6 +188,7 @@ def plan_variants(
                     schedule=schedule,
                     batch_size=profile.batch_size,
                     seed=seed,
+                    dataset=experiment.dataset,
                     data=data,
                     log_every=profile.log_every,
                     eval_every=profile.eval_every,

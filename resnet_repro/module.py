@@ -1,4 +1,5 @@
-"""The CIFAR-10 training step of Sec. 4.2 as a LightningModule: SGD, the iteration schedule, warm-up.
+"""The training step of Sec. 4.2 (CIFAR-10) and Sec. 3.4 (ImageNet) as a LightningModule: SGD, the
+iteration schedule (fixed milestones, or the plateau rule), warm-up.
 
 Host syncs happen only every `log_every` iterations: running sums stay on the device in between.
 """
@@ -9,10 +10,11 @@ import time
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.trainer.states import TrainerFn
 
 from resnet_repro.models import build_model, model_info
 from resnet_repro.responses import LayerResponses
-from resnet_repro.schedules import WARMUP_UNTIL_TRAIN_ERROR, warmup_applies, warmup_step_lr
+from resnet_repro.schedules import WARMUP_UNTIL_TRAIN_ERROR, plateaued, warmup_applies, warmup_step_lr
 from resnet_repro.spec import TrainSpec
 
 
@@ -24,6 +26,15 @@ class NonFiniteLossError(RuntimeError):
         self.iteration = iteration
 
 
+def build_network(spec: TrainSpec) -> torch.nn.Module:
+    """The spec's network: its shortcut option, and one output per class trained (`--subset N`: N)."""
+    kwargs = {} if spec.shortcut is None else {"shortcut": spec.shortcut}
+    subset = getattr(spec.data, "subset", None)  # ImageNet's first N classes
+    if subset is not None:
+        kwargs["num_classes"] = subset
+    return build_model(spec.model, **kwargs)
+
+
 class ClassifierModule(pl.LightningModule):
     """Cross-entropy classifier trained by SGD on the paper's iteration schedule."""
 
@@ -31,16 +42,17 @@ class ClassifierModule(pl.LightningModule):
         super().__init__()
         self.spec = spec if isinstance(spec, TrainSpec) else TrainSpec.from_dict(spec)
         self.save_hyperparameters({"spec": self.spec.to_dict()})
-        kwargs = {} if self.spec.shortcut is None else {"shortcut": self.spec.shortcut}
-        self.model = build_model(self.spec.model, **kwargs)
+        self.model = build_network(self.spec)
         if self.spec.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        sched = self.spec.schedule
+        sched, info = self.spec.schedule, model_info(self.spec.model)
         self.warmup = sched.warmup == "on" or (
-            sched.warmup == "auto"
-            and warmup_applies(model_info(self.spec.model).depth, model_info(self.spec.model).residual)
+            sched.warmup == "auto" and warmup_applies(info.depth, info.residual, info.family)
         )
         self.warmup_ended_at: int | None = None  # iteration at which training error first fell below 80%
+        self.plateau_drops: list[int] = []  # iterations at which the plateau rule divided the lr by 10
+        self._plateau_errors: list[float] = []  # test errors logged since the last plateau drop
+        self.precise_bn_images: int | None = None  # images BN statistics were recomputed over (spec.precise_bn)
         self.last_train: dict[str, float] = {}
         self.last_eval: dict[str, float] = {}
         self._reset_running()
@@ -62,7 +74,21 @@ class ClassifierModule(pl.LightningModule):
 
     def lr_at(self, iteration: int) -> float:
         s = self.spec.schedule
-        return warmup_step_lr(iteration, s.lr, s.milestones, warmup=self.warmup, warmup_ended_at=self.warmup_ended_at)
+        milestones = s.milestones if s.plateau is None else self.plateau_drops
+        return warmup_step_lr(iteration, s.lr, milestones, warmup=self.warmup, warmup_ended_at=self.warmup_ended_at)
+
+    def lr_drops(self) -> list[int]:
+        """Iterations at which the lr was divided by 10 so far (milestones passed, or plateau drops)."""
+        s = self.spec.schedule
+        return list(self.plateau_drops) if s.plateau is not None else [m for m in s.milestones if m <= self.global_step]
+
+    def _apply_plateau_rule(self, error: float) -> None:
+        """Sec. 3.4: divide the lr by 10 once the logged test error has stopped improving."""
+        self._plateau_errors.append(error)
+        if plateaued(self._plateau_errors, self.spec.schedule.plateau):
+            self.plateau_drops.append(self.global_step)  # the next iteration trains at the lower lr
+            self._plateau_errors = []
+            self.log("lr_drop", float(self.global_step))
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         lr = self.lr_at(self.global_step)
@@ -172,6 +198,9 @@ class ClassifierModule(pl.LightningModule):
             self.log(f"{split}/error", self.last_eval[f"{split}/error"], prog_bar=(split == "test"))
             self.log(f"{split}/top5_error", self.last_eval[f"{split}/top5_error"])
             self.log(f"{split}/loss", self.last_eval[f"{split}/loss"])
+        fitting = self.trainer.state.fn == TrainerFn.FITTING and self.global_step < self.spec.schedule.max_iters
+        if fitting and self.spec.schedule.plateau is not None and "test/error" in self.last_eval:
+            self._apply_plateau_rule(self.last_eval["test/error"])
         if self._responses is not None:
             self.layer_responses = self._responses.result(lambda t: reduce(t, reduce_op="sum"))
             self._responses.remove()
@@ -191,6 +220,8 @@ class ClassifierModule(pl.LightningModule):
         if not all(torch.isfinite(v).all() for v in checkpoint["state_dict"].values() if v.is_floating_point()):
             raise NonFiniteLossError(f"weights became non-finite by iteration {self.global_step}", self.global_step)
         checkpoint["warmup_ended_at"] = self.warmup_ended_at
+        checkpoint["plateau"] = {"drops": self.plateau_drops, "errors": self._plateau_errors}
+        checkpoint["precise_bn_images"] = self.precise_bn_images
         checkpoint["last_train"] = self.last_train
         checkpoint["last_eval"] = self.last_eval
         checkpoint["layer_responses"] = self.layer_responses
@@ -213,6 +244,9 @@ class ClassifierModule(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.warmup_ended_at = checkpoint.get("warmup_ended_at")
+        plateau = checkpoint.get("plateau", {})
+        self.plateau_drops, self._plateau_errors = list(plateau.get("drops", [])), list(plateau.get("errors", []))
+        self.precise_bn_images = checkpoint.get("precise_bn_images")
         self.last_train = checkpoint.get("last_train", {})
         self.last_eval = checkpoint.get("last_eval", {})
         self.layer_responses = checkpoint.get("layer_responses", [])

@@ -19,6 +19,7 @@ TEST = "test/error"
 # Fig. 6: "dashed lines denote training error, and bold lines denote testing error".
 TRAIN_STYLE = {"linestyle": "--", "linewidth": 0.9}
 TEST_STYLE = {"linestyle": "-", "linewidth": 2.2}
+THIN_TRAIN_STYLE = {"linestyle": "-", "linewidth": 0.7, "alpha": 0.8}  # Fig. 4: thin = training error
 # Fig. 1 draws training and test error in separate panels, both as plain solid lines.
 PANEL_STYLE = {"linestyle": "-", "linewidth": 1.4}
 
@@ -170,8 +171,10 @@ def plot_error_curves(
     seed: int | None = None,
     labels: dict[str, str] | None = None,
     title: str | None = None,
+    thin_train: bool = False,
 ) -> Figure:
-    """Fig. 6 style: one panel per (title, [models]); dashed = training error, bold = test error.
+    """Fig. 6 style: one panel per (title, [models]); dashed = training error, bold = test error
+    (`thin_train`: Fig. 4's style, thin solid training curves, bold centre-crop validation curves).
 
     Args:
         panels: e.g. [("plain", ["plain20", "plain56"]), ("ResNet", ["resnet20", "resnet56"])].
@@ -181,7 +184,13 @@ def plot_error_curves(
     """
     models = [m for _, panel_models in panels for m in panel_models]
     missing = missing_models(curves, models, seed=seed)
-    text = _footer_text(curves, models, missing, seed, footer, "dashed = training error, bold = test error")
+    legend = (
+        "thin = training error, bold = validation error (centre crop)"
+        if thin_train
+        else "dashed = training error, bold = test error"
+    )
+    train_style = THIN_TRAIN_STYLE if thin_train else TRAIN_STYLE
+    text = _footer_text(curves, models, missing, seed, footer, legend)
     fig, axes = _new_figure(len(panels), text, title)
     for ax, (title, panel_models) in zip(axes, panels, strict=True):
         for model in panel_models:
@@ -192,7 +201,7 @@ def plot_error_curves(
             train = model_curve(curves, model, TRAIN, seed=seed)
             test = model_curve(curves, model, TEST, seed=seed)
             ax.plot(
-                train.index / xscale, train.to_numpy(), color=colour, **TRAIN_STYLE, label=None if len(test) else label
+                train.index / xscale, train.to_numpy(), color=colour, **train_style, label=None if len(test) else label
             )
             ax.plot(test.index / xscale, test.to_numpy(), color=colour, **TEST_STYLE, label=label)
         ax.set_title(title)

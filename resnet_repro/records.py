@@ -93,6 +93,14 @@ def summary_row(record: dict) -> dict:
         "world_size": record.get("world_size", 1),
         "precision": record.get("hardware_flags", {}).get("precision", "32-true"),
         "compile": record.get("hardware_flags", {}).get("compile", False),
+        "precise_bn_images": record.get("precise_bn_images"),
+        "lr_drops": ",".join(map(str, record.get("lr_drops") or [])),
+        # Errors of the last iterate under the ImageNet test protocols it was scored with (`evaluations`).
+        **{
+            f"{protocol}_{k}_error": result.get(f"{k}_error")
+            for protocol, result in sorted(record.get("evaluations", {}).items())
+            for k in ("top1", "top5")
+        },
     }
 
 
@@ -100,6 +108,9 @@ def data_copy(source: dict) -> str:
     """A short label of the data a run used, e.g. 'cifar10-jpg q75 sha256:fdf0b4f6'."""
     if not source:
         return "unknown"
+    if "listing_sha256" in source:  # ImageNet: a folder tree, identified by its listing
+        subset = f", first {source['subset']} classes" if source.get("subset") else ""
+        return f"imagenet ({source.get('kind')}, {source.get('train')} train / {source.get('val')} val{subset}) sha256:{str(source['sha256'])[:8]}"
     label = "cifar10-jpg q75" if source.get("jpeg_copy") else f"cifar10 ({source.get('kind', 'unknown')})"
     return f"{label} sha256:{str(source.get('sha256', ''))[:8]}"
 

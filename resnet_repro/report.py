@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from resnet_repro import deviations, findings, plotting, tables
-from resnet_repro.errors import UserError
+from resnet_repro import deviations, findings, paper, plotting, tables
+from resnet_repro.errors import NoRunsError, UserError
 from resnet_repro.experiment import Experiment, Profile, plan_variants, skipped_models
 from resnet_repro.files import write_text
 from resnet_repro.records import load_responses, load_runs
@@ -47,6 +47,7 @@ class Rendering:
     footer: str  # the provenance line every figure and table carries
     notes: list[str] = field(default_factory=list)  # what is missing or skipped, said on the page
     findings: list[str] = field(default_factory=list)  # filled by the renderer: claims checked on these runs
+    members: tuple[str, ...] = ()  # an ensemble's members (model names or run ids); (): every finished run
 
     @property
     def models(self) -> list[str]:
@@ -84,12 +85,21 @@ def renderer(name: str):
 
 
 def render_experiment(
-    experiment: Experiment, profile: Profile, runs_dir: Path, results_dir: Path, wandb: str = "off"
+    experiment: Experiment,
+    profile: Profile,
+    runs_dir: Path,
+    results_dir: Path,
+    wandb: str = "off",
+    members: tuple[str, ...] = (),
+    data=None,
 ) -> list[Path]:
-    """Write the artifact's files for `profile` from the finished runs under `runs_dir`; return them."""
+    """Write the artifact's files for `profile` from the finished runs under `runs_dir`; return them.
+
+    `data`: the dataset config the runs were planned with, where it enters their identity (ImageNet's
+    `--subset`); None: the default."""
     if experiment.render not in RENDERERS:
         raise UserError(f"{experiment.id} names renderer {experiment.render!r}; known: {', '.join(RENDERERS)}")
-    planned = plan_variants(experiment, profile)
+    planned = plan_variants(experiment, profile, data)
     ids = [run_id(s) for _, s in planned]
     summary, curves = load_runs(runs_dir, ids)
     summary = summary.assign(variant=summary["run_id"].map({run_id(s): v.label for v, s in planned}))
@@ -106,6 +116,7 @@ def render_experiment(
         runs_dir,
         base=out / f"{experiment.id}-{profile.name}",
         footer=tables.provenance_footer(summary, profile=profile.name),
+        members=tuple(members),
     )
     if skipped:
         rendering.notes.append(f"not run in the {profile.name} profile: {', '.join(skipped)}")
@@ -152,10 +163,11 @@ def keep_records(runs_dir: Path, run_ids: list[str], dest: Path) -> None:
         RunDir(Path(runs_dir) / run).copy_logs(dest)
 
 
-def _ylim(profile: Profile, curves: pd.DataFrame) -> tuple[float, float]:
-    """The paper's 0-20% axis for the paper profile; short profiles end far above 20%, so show them whole."""
+def _ylim(profile: Profile, curves: pd.DataFrame, dataset: str = "cifar10") -> tuple[float, float]:
+    """The paper's axis for the paper profile (CIFAR-10 0-20%, ImageNet's Fig. 4 20-60%); short profiles end
+    far above it, so show them whole."""
     if profile.name == "paper":
-        return (0, 20)
+        return (20, 60) if dataset == "imagenet" else (0, 20)
     top = pd.concat([curves["train/error"], curves["test/error"]]).max()
     return (0, min(100.0, max(20.0, float(top) * 1.05)))
 
@@ -196,7 +208,7 @@ def render_train_test(r: Rendering) -> list[Path]:
 @renderer("curves")
 def render_curves(r: Rendering) -> list[Path]:
     """Fig. 6: one panel per group of nets; dashed = training error, bold = test error."""
-    ylim = _ylim(r.profile, r.curves)
+    ylim = _ylim(r.profile, r.curves, r.experiment.dataset)
     off = plotting.off_scale_models(r.curves, r.models, ymax=ylim[1])
     if off:  # as in the paper: "the error of plain-110 is higher than 60% and not displayed"
         r.notes.append(
@@ -213,6 +225,7 @@ def render_curves(r: Rendering) -> list[Path]:
         labels=r.experiment.labels,
         xscale=_xscale(r.profile),
         title=r.title,
+        thin_train=r.experiment.dataset == "imagenet",  # Fig. 4's style
     )
     return [*plotting.save_figure(fig, r.base), _depth_page(r)]
 
@@ -268,6 +281,94 @@ def render_ablation(r: Rendering) -> list[Path]:
     page = r.write_page(table, f"{r.experiment.id}: final errors (%), last iterate", note)
     table.to_csv(r.base.with_suffix(".csv"), index=False)
     return [*plotting.save_figure(fig, r.base), page, r.base.with_suffix(".csv")]
+
+
+# Tables 2-4: the paper's rows each ImageNet table is read against (paper.py holds them as printed).
+PAPER_ROWS = {
+    "table2": tuple(
+        paper.ImageNetResult(tables.run_label(model), top1, None, "option A (no extra parameters)")
+        for model, top1 in paper.TABLE2.items()
+    ),
+    "table3": paper.TABLE3,
+    "table4": paper.TABLE4,
+}
+
+
+@renderer("imagenet_table")
+def render_imagenet_table(r: Rendering) -> list[Path]:
+    """Tables 2-4: the paper's rows beside our runs' last-iterate errors under the artifact's test protocol."""
+    protocol = r.experiment.protocol
+    table = tables.imagenet_table(r.summary, PAPER_ROWS[r.experiment.id], protocol)
+    if r.experiment.id == "table2":
+        table = table.drop(columns=["paper top-5"])  # Table 2 prints top-1 only
+    note = (
+        f"ours: the last iterate of each run, tested with the {protocol} protocol ({PROTOCOL_TEXT[protocol]}) on the "
+        "data copy named below; mean over seeds." + (" " + paper.TABLE4_NOTE if r.experiment.id == "table4" else "")
+    )
+    title = {"table2": "Table 2: top-1 error (%, 10-crop testing) on ImageNet validation"}.get(
+        r.experiment.id, f"{r.experiment.id}: top-1 / top-5 error (%), {protocol} testing"
+    )
+    page = r.write_page(table, title, note)
+    table.to_csv(r.base.with_suffix(".csv"), index=False)
+    return [page, r.base.with_suffix(".csv")]
+
+
+PROTOCOL_TEXT = {
+    "center": "shorter side 256, the centre 224x224 crop",
+    "10crop": "shorter side 256, four corner and the centre 224x224 crops and their flips, softmax averaged",
+    "multiscale": "fully convolutional, shorter side 224, 256, 384, 480 and 640 and flips, scores averaged",
+}
+
+
+@renderer("ensemble")
+def render_ensemble(r: Rendering) -> list[Path]:
+    """Table 5: a softmax average of the listed runs' test probabilities, beside the paper's ensembles."""
+    import torch
+
+    from resnet_repro.evaluation import top_k_errors
+    from resnet_repro.testing import read_probabilities
+
+    protocol = r.experiment.protocol
+    runs = r.summary
+    if r.members:
+        runs = runs[
+            [rid in r.members or model in r.members for rid, model in zip(runs["run_id"], runs["model"], strict=True)]
+        ]
+        if len(runs) == 0:
+            raise UserError(f"--members {','.join(r.members)} names none of {r.experiment.id}'s finished runs")
+    kept, rows, total = [], [], None
+    for run in runs.itertuples(index=False):
+        try:
+            held = read_probabilities(r.runs_dir / run.run_id, protocol)
+        except UserError as exc:
+            r.notes.append(f"{run.run_id} left out: {exc}")
+            continue
+        if kept and not torch.equal(held["labels"], kept[0]["labels"]):
+            r.notes.append(f"{run.run_id} left out: tested on other images than {runs['run_id'].iloc[0]}")
+            continue
+        kept.append(held)
+        probabilities = held["probabilities"].float()
+        total = probabilities if total is None else total + probabilities
+        rows.append(
+            {
+                "label": tables.run_label(run.model, run.variant or ""),
+                "top5": top_k_errors(probabilities, held["labels"])[5],
+                "run_id": run.run_id,
+            }
+        )
+    if not kept:
+        raise NoRunsError(f"{r.experiment.id}: no run holds {protocol} test probabilities under {r.runs_dir}")
+    errors = top_k_errors(total / len(kept), kept[0]["labels"])
+    ensemble = {"top1": errors[1], "top5": errors[5], "members": len(kept)}
+    table = tables.ensemble_table(pd.DataFrame(rows), ensemble, paper.TABLE5)
+    note = (
+        f"The paper's 3.57% is an ILSVRC 2015 test-server result on the 100k test images; ours is measured on the "
+        f"validation images of the data copy below ({len(kept[0]['labels'])} images), {protocol} testing, so the "
+        "two are not the same set and not directly comparable."
+    )
+    page = r.write_page(table, "Table 5: top-5 error (%) of ensembles", note)
+    table.to_csv(r.base.with_suffix(".csv"), index=False)
+    return [page, r.base.with_suffix(".csv")]
 
 
 # --- the index and the ledger ----------------------------------------------------------------------------

@@ -15,7 +15,6 @@ from multiprocessing import active_children, get_context
 from pathlib import Path
 
 from resnet_repro.data import get_dataset
-from resnet_repro.data.cifar10 import DataConfig
 from resnet_repro.errors import RunLockedError, UserError
 from resnet_repro.experiment import Experiment, Profile, plan_runs, select_runs
 from resnet_repro.rundir import RunDir, differences, outcome
@@ -194,7 +193,7 @@ def run_experiment(
     profile: Profile,
     *,
     runs_dir: Path,
-    data: DataConfig,
+    data,
     hardware,
     only: str | None = None,
     force: bool = False,
@@ -217,4 +216,34 @@ def run_experiment(
         "extra_meta": {"profile": profile.name},
         "deadline": deadline,
     }
-    return train_runs(todo, options, jobs)
+    records = train_runs(todo, options, jobs)
+    if experiment.protocol is not None:
+        test_runs(experiment, specs, runs_dir, hardware, progress=progress, deadline=deadline)
+    return records
+
+
+def test_runs(experiment: Experiment, specs: list[TrainSpec], runs_dir: Path, hardware, *, progress, deadline) -> None:
+    """Score each finished run's last iterate under the artifact's test protocol, once: the result goes into its
+    run.json (`evaluations`), where the renderer reads it; a run already scored so is not scored again."""
+    from resnet_repro.testing import evaluate_run
+
+    device = {"gpu": "cuda", "cuda": "cuda", "cpu": "cpu"}.get(hardware.accelerator, "auto")
+    for spec in specs:
+        run = RunDir(runs_dir / run_id(spec))
+        record = run.read_record() or {}
+        if record.get("status") != "finished" or experiment.protocol in record.get("evaluations", {}):
+            continue
+        if deadline is not None and time.time() >= deadline:
+            print(f"{run.path}: --stop-after reached; its {experiment.protocol} test is left for the next run")
+            return
+        print(f"{run.path}: testing the last iterate with the {experiment.protocol} protocol", flush=True)
+        result = evaluate_run(
+            run.path,
+            experiment.protocol,
+            data=spec.data.data,
+            workers=getattr(spec.data, "workers", None),
+            device=device,
+            keep_probabilities=experiment.keep_probabilities,
+            progress=progress,
+        )
+        print(f"{run.path}: {experiment.protocol} top-1 {result['top1_error']:.2f}%, top-5 {result['top5_error']:.2f}%")

@@ -7,6 +7,11 @@ from collections.abc import Sequence
 WARMUP_LR_FACTOR = 0.1
 WARMUP_UNTIL_TRAIN_ERROR = 80.0
 
+# Sec. 3.4 (ImageNet): "the learning rate starts from 0.1 and is divided by 10 when the error plateaus". The
+# paper states no patience or threshold: an evaluation "improves" when its error is at least this many points
+# below the best since the last drop; the patience (in evaluations) is Schedule.plateau.
+PLATEAU_MIN_IMPROVEMENT = 0.1
+
 
 def step_lr(iteration: int, base_lr: float, milestones: Sequence[int], gamma: float = 0.1) -> float:
     """lr at `iteration` (0-based count of completed steps): base_lr * gamma**(milestones passed)."""
@@ -31,8 +36,17 @@ def warmup_step_lr(
     return step_lr(iteration, base_lr, milestones, gamma)
 
 
-def warmup_applies(depth: int, residual: bool = True) -> bool:
-    """The paper warms up its 110-layer ResNet; the 1202-layer one is "trained as described above"."""
+def plateaued(errors: Sequence[float], patience: int, min_improvement: float = PLATEAU_MIN_IMPROVEMENT) -> bool:
+    """The plateau rule: none of the last `patience` errors (evaluations since the last lr drop, oldest
+    first) is `min_improvement` points below the best error before them."""
+    if patience < 1 or len(errors) <= patience:
+        return False
+    return min(errors[-patience:]) > min(errors[:-patience]) - min_improvement
+
+
+def warmup_applies(depth: int, residual: bool = True, family: str = "cifar") -> bool:
+    """The paper warms up its 110-layer CIFAR ResNet; the 1202-layer one is "trained as described above"."""
     # The paper is not explicit for 1202 layers; we read "as described above" as including warm-up.
-    # Plain-110 is not warmed up: the paper mentions warm-up for the residual net only.
-    return residual and depth >= 110
+    # Plain-110 is not warmed up: the paper mentions warm-up for the residual net only. ImageNet (Sec. 3.4)
+    # has no warm-up, ResNet-152 included.
+    return family == "cifar" and residual and depth >= 110

@@ -9,6 +9,15 @@ from resnet_repro.data.cifar10 import DataConfig
 from resnet_repro.data.imagenet import ImageNetConfig
 from resnet_repro.errors import UserError
 
+# Sec. 3.4: "mini-batch size of 256 ... learning rate starts from 0.1". With another global batch the lr
+# scales linearly (0.1 x batch / 256), so users with fewer GPUs train the same schedule.
+IMAGENET_BATCH, IMAGENET_LR = 256, 0.1
+
+
+def imagenet_lr(batch_size: int) -> float:
+    """Sec. 3.4's lr for a global mini-batch of `batch_size` images: 0.1 x batch / 256."""
+    return IMAGENET_LR * batch_size / IMAGENET_BATCH
+
 
 @dataclass(frozen=True)
 class Schedule:
@@ -17,11 +26,15 @@ class Schedule:
     max_iters: int = 64_000
     milestones: tuple[int, ...] = (32_000, 48_000)
     lr: float = 0.1
-    warmup: str = "auto"  # "auto": lr 0.01 until train error < 80% for 110+ layers (Sec. 4.2); "on"; "off"
+    warmup: str = "auto"  # "auto": lr 0.01 until train error < 80% for 110+ CIFAR layers (Sec. 4.2); "on"; "off"
+    # Sec. 3.4's rule instead of milestones: lr /10 once `plateau` evaluations in a row brought no improvement
+    # of the logged test (ImageNet: val) error (schedules.plateaued); None: the fixed milestones.
+    plateau: int | None = None
 
     def scaled(self, max_iters: int) -> "Schedule":
-        """The same shape over `max_iters`: milestones at the paper's 50% and 75%."""
-        return dataclasses.replace(self, max_iters=max_iters, milestones=(max_iters // 2, max_iters * 3 // 4))
+        """The same shape over `max_iters`: milestones at the same fractions (CIFAR-10's: 50% and 75%)."""
+        milestones = tuple(m * max_iters // self.max_iters for m in self.milestones)
+        return dataclasses.replace(self, max_iters=max_iters, milestones=milestones)
 
 
 @dataclass(frozen=True)
@@ -43,6 +56,10 @@ class TrainSpec:
     eval_every: int = 1000  # iterations between evaluations on the whole test (and val) set
     checkpoint_every: int = 500  # iterations between checkpoints; a multiple of log_every
     channels_last: bool = True  # memory layout only: same numbers, faster on CPU and GPU
+    # After the last iteration, recompute every BN layer's mean and variance as a plain average over this many
+    # training images (augmented as in training) instead of the running averages: what the paper's released
+    # ImageNet models did ("precise BN"); 0: keep the running averages (the paper's text says nothing).
+    precise_bn: int = 0
 
     def validate(self) -> None:
         """Raise UserError for settings that cannot describe a run."""
@@ -76,6 +93,10 @@ class TrainSpec:
             raise UserError(
                 f"a {dataset.name} run takes a data config of type {dataset.config.__name__}, got {type(self.data).__name__}"
             )
+        if s.plateau is not None and s.plateau < 1:
+            raise UserError(f"--lr-plateau must be at least 1 evaluation, got {s.plateau}")
+        if self.precise_bn < 0:
+            raise UserError(f"--precise-bn must be a number of training images (0: off), got {self.precise_bn}")
         if s.warmup not in ("auto", "on", "off"):
             raise UserError(f"--warmup must be auto, on or off, got {s.warmup!r}")
         if self.batch_size <= 0:
@@ -114,6 +135,10 @@ _NOT_IDENTITY = {
 }
 
 
+# Fields added after runs were committed, with the default that means "as before".
+_ADDED_LATER = {("schedule", "plateau"): None, ("precise_bn",): 0}
+
+
 def spec_digest(spec: TrainSpec) -> str:
     """A short content hash of everything that decides the run's numbers."""
     import hashlib
@@ -127,6 +152,12 @@ def spec_digest(spec: TrainSpec) -> str:
         node.pop(path[-1], None)
     if d["dataset"] == "cifar10":  # the field came with ImageNet: CIFAR-10 runs keep the ids they had before it
         del d["dataset"]
+    for path, default in _ADDED_LATER.items():  # at their defaults, later fields leave earlier ids unchanged
+        node = d
+        for key in path[:-1]:
+            node = node[key]
+        if node.get(path[-1], default) == default:
+            node.pop(path[-1], None)
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
 
 

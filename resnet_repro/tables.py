@@ -7,6 +7,7 @@ the final model, and picking the best test point would select on the test set.
 
 import math
 import numbers
+import re
 
 import numpy as np
 import pandas as pd
@@ -106,7 +107,7 @@ def provenance_footer(summary: pd.DataFrame, *, profile: str, wall_time_s: float
     iters = _joined(summary["max_iters"]) if len(summary) else "unknown"
     head = f"profile: {profile} (max_iters {iters})"
     if profile != "paper":
-        head += " - a scaled-down protocol, not the paper's Sec. 4.2 schedule: compare trends, not digits"
+        head += " - a scaled-down protocol, not the paper's schedule: compare trends, not digits"
     seeds = ", ".join(str(s) for s in sorted({int(s) for s in summary["seed"]})) if len(summary) else "none"
     if wall_time_s is None:
         total = float(pd.to_numeric(summary["wall_time_s"]).sum()) if len(summary) else 0.0
@@ -185,7 +186,7 @@ def depth_comparison(summary: pd.DataFrame) -> pd.DataFrame:
     The quick-profile reports state the qualitative finding of Figs. 1 and 6 from this table.
     """
     _check_one_profile(summary)
-    runs = summary[summary["family"] == "cifar"]
+    runs = summary
     rows = []
     for depth in sorted(int(d) for d in runs["depth"].unique()):
         row = {"depth": depth}
@@ -292,3 +293,88 @@ def ablation_table(summary: pd.DataFrame, curves: pd.DataFrame, variants: list[s
         if column in table:
             table[column] = table[column].round().astype("Int64")  # iterations: whole numbers
     return table
+
+
+# --- Tables 2-5: ImageNet ----------------------------------------------------------------------------
+
+
+def run_label(model: str, variant: str = "") -> str:
+    """A run's row label as the paper prints it: "plain-34", "ResNet-34 B", "ResNet-50"."""
+    from resnet_repro.plotting import model_label
+
+    return f"{model_label(model)} {variant}".strip()
+
+
+def imagenet_table(summary: pd.DataFrame, paper_rows, protocol: str) -> pd.DataFrame:
+    """Tables 2-4: the paper's rows (quoted methods too) beside our last-iterate errors under `protocol`.
+
+    `paper_rows` are paper.ImageNetResult rows; ours are matched by label (`run_label`), their errors read
+    from the `<protocol>_top1_error` / `_top5_error` columns (the run's recorded evaluation), mean over seeds.
+    """
+    _check_one_profile(summary)
+    ours = summary.assign(
+        label=[run_label(m, v or "") for m, v in zip(summary["model"], summary["variant"], strict=True)]
+    )
+    ours_labels = list(dict.fromkeys(ours["label"]))
+    rows = []
+    for paper_row in paper_rows:
+        rows.append(_imagenet_row(paper_row.method, paper_row.top1, paper_row.top5, ours, protocol, paper_row.note))
+    for label in ours_labels:  # our runs the paper's table has no row for
+        if label not in {r.method for r in paper_rows}:
+            rows.append(_imagenet_row(label, None, None, ours, protocol, "not in the paper's table"))
+    table = pd.DataFrame(rows)
+    table["seeds"] = table["seeds"].astype("Int64")
+    return table
+
+
+def _imagenet_row(method, paper_top1, paper_top5, ours, protocol, note) -> dict:
+    row = {
+        "method": method,
+        "paper top-1": math.nan if paper_top1 is None else paper_top1,
+        "paper top-5": math.nan if paper_top5 is None else paper_top5,
+        "ours top-1": math.nan,
+        "ours top-5": math.nan,
+        "seeds": pd.NA,
+        "ours − paper (top-1)": math.nan,
+        "note": note,
+    }
+    mine = ours[ours["label"] == method]
+    if len(mine) == 0:
+        if re.fullmatch(r"(plain|ResNet)-\d+( [ABC])?", method):  # a net of ours: this profile has not run it
+            row["note"], row["seeds"] = "; ".join(filter(None, [note, "not run"])), 0
+        else:
+            row["note"] = "quoted from the paper"
+        return row
+    top1 = pd.to_numeric(mine.get(f"{protocol}_top1_error", pd.Series(dtype=float)), errors="coerce")
+    top5 = pd.to_numeric(mine.get(f"{protocol}_top5_error", pd.Series(dtype=float)), errors="coerce")
+    row["seeds"] = len(mine)
+    if top1.notna().sum() == 0:
+        row["note"] = "; ".join(filter(None, [note, f"trained, not yet tested with {protocol}"]))
+        return row
+    row["ours top-1"], row["ours top-5"] = top1.mean(), top5.mean()
+    if paper_top1 is not None:
+        row["ours − paper (top-1)"] = top1.mean() - paper_top1
+    return row
+
+
+def ensemble_table(members: pd.DataFrame, ensemble: dict, paper_rows) -> pd.DataFrame:
+    """Table 5: the paper's ensembles (test server) and ours (softmax average of `members`, on the user's split).
+
+    `ensemble` holds the ensemble's "top1"/"top5" error and its member count; `members` one row per member
+    with its own `top5` error on the same split.
+    """
+    rows = [
+        {"method": r.method, "top-5 (%)": r.top5, "set": "ILSVRC test server (paper)", "note": r.note}
+        for r in paper_rows
+    ]
+    for m in members.itertuples(index=False):
+        rows.append({"method": f"{m.label} (member)", "top-5 (%)": m.top5, "set": "val split (ours)", "note": m.run_id})
+    rows.append(
+        {
+            "method": f"ensemble of {ensemble['members']} (ours)",
+            "top-5 (%)": ensemble["top5"],
+            "set": "val split (ours)",
+            "note": f"softmax average; top-1 {ensemble['top1']:.2f}%",
+        }
+    )
+    return pd.DataFrame(rows)

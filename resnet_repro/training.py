@@ -31,6 +31,7 @@ from resnet_repro.errors import UserError
 from resnet_repro.files import AtomicCheckpointIO
 from resnet_repro.flops import count_parameters
 from resnet_repro.module import ClassifierModule, NonFiniteLossError
+from resnet_repro.precise_bn import precise_bn
 from resnet_repro.rundir import RunDir, differences, provenance
 from resnet_repro.spec import TrainSpec
 
@@ -153,6 +154,13 @@ class _StopOnSignal(Callback):
             trainer.fit_loop.epoch_loop.max_steps = trainer.global_step
             self._stopped = True
 
+    def on_validation_end(self, trainer, pl_module) -> None:
+        # Stopped at an evaluation step: Lightning still evaluates that step after on_train_batch_end, and what
+        # the evaluation changed (the plateau rule's state, the last evaluation) must be in the checkpoint, since
+        # the resumed run starts after this step and does not evaluate it again.
+        if self._stopped and trainer.state.fn == TrainerFn.FITTING:
+            self.checkpoints.save(trainer)
+
     def restore(self) -> None:
         """Give the signals back to the handlers they had before the run."""
         for signum, previous in self._previous.items():
@@ -260,9 +268,12 @@ def _fit(spec, options, hardware, module, dm, run, trainer, checkpoints, interru
             if trainer.world_size > 1:  # a signal may have reached one rank after the last shared check
                 stopped = trainer.strategy.reduce_boolean_decision(stopped, all=False)
             if not stopped:
-                if module.last_eval.get("step") != trainer.global_step:
+                recomputed = spec.precise_bn > 0 and module.precise_bn_images is None
+                if recomputed:
+                    module.precise_bn_images = precise_bn(trainer, module, dm, spec.precise_bn)
+                if recomputed or module.last_eval.get("step") != trainer.global_step:
                     trainer.validate(module, datamodule=dm, verbose=False)  # the last iterate is always evaluated
-                if checkpoints.saved_step != trainer.global_step:
+                if recomputed or checkpoints.saved_step != trainer.global_step:
                     checkpoints.save(trainer)  # the final state is always last.ckpt
     except BaseException as exc:
         diverged = isinstance(exc, NonFiniteLossError)
@@ -295,6 +306,10 @@ def _fit(spec, options, hardware, module, dm, run, trainer, checkpoints, interru
         else None,
         warmup=module.warmup,
         warmup_end_iter=module.warmup_ended_at,
+        lr_drops=module.lr_drops(),  # iterations at which the lr was divided by 10
+        # BN normalises over each device's share of the global batch (the paper's ImageNet runs: 256 / 8 = 32).
+        bn_images_per_device=spec.batch_size // trainer.world_size,
+        precise_bn_images=module.precise_bn_images,
         layer_responses=module.layer_responses or None,  # Fig. 7, at the last iterate
         final={
             **{k: v for k, v in module.last_train.items()},

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from resnet_repro.errors import NoRunsError, UserError
-from resnet_repro.experiment import PROFILES, get_profile
+from resnet_repro.experiment import DATASET_PROFILES
 
 
 def register(subparsers) -> None:
@@ -11,8 +11,15 @@ def register(subparsers) -> None:
         "report", help="rebuild figures, tables and results/README.md from logged runs", description=__doc__
     )
     parser.add_argument("artifact", nargs="?", help="artifact id (default: every artifact with finished runs)")
+    names = sorted({name for profiles in DATASET_PROFILES.values() for name in profiles})
+    parser.add_argument("--profile", default=None, help=f"one of {', '.join(names)} (default: every profile with runs)")
     parser.add_argument(
-        "--profile", default=None, help=f"one of {', '.join(PROFILES)} (default: every profile with runs)"
+        "--members",
+        default=None,
+        help="an ensemble artifact's runs (table5): comma-separated model names or run ids (default: all)",
+    )
+    parser.add_argument(
+        "--subset", type=int, default=None, metavar="N", help="ImageNet artifacts: the --subset the runs trained with"
     )
     parser.add_argument("--runs-dir", default="runs")
     parser.add_argument("--results-dir", default="results")
@@ -25,6 +32,17 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
+def _data(experiment, subset: int | None):
+    """The dataset config that names the artifact's runs: ImageNet's --subset enters their ids."""
+    if subset is None:
+        return None
+    if experiment.dataset != "imagenet":
+        raise UserError(f"--subset is an ImageNet flag; {experiment.id} is a {experiment.dataset} artifact")
+    from resnet_repro.data.imagenet import ImageNetConfig
+
+    return ImageNetConfig(subset=subset)
+
+
 def run(args) -> int:
     from resnet_repro.report import render_experiment, write_results_index
     from resnet_repro.runner import list_experiments, load_experiment
@@ -33,14 +51,31 @@ def run(args) -> int:
     if not runs_dir.is_dir():
         raise UserError(f"no runs directory {runs_dir}: train first (resnet-repro run ARTIFACT) or pass --runs-dir")
     artifacts = [args.artifact] if args.artifact else list_experiments()
-    profiles = [get_profile(args.profile).name] if args.profile else list(PROFILES)
+    known = {name for profiles in DATASET_PROFILES.values() for name in profiles}
+    if args.profile is not None and args.profile not in known:
+        raise UserError(f"unknown profile {args.profile!r}: choose one of {', '.join(sorted(known))}")
+    members = tuple(m for m in (args.members or "").split(",") if m)
     rendered = []
     for artifact in artifacts:
         experiment = load_experiment(artifact)
+        if args.subset is not None and experiment.dataset != "imagenet" and not args.artifact:
+            continue  # --subset names ImageNet runs only
+        profiles = [p for p in DATASET_PROFILES[experiment.dataset] if args.profile in (None, p)]
+        if args.artifact and not profiles:
+            raise UserError(
+                f"{artifact} has no {args.profile} profile ({experiment.dataset}: "
+                f"{', '.join(DATASET_PROFILES[experiment.dataset])})"
+            )
         for profile in profiles:
             try:
                 written = render_experiment(
-                    experiment, experiment.profile(profile), runs_dir, results_dir, wandb=args.wandb
+                    experiment,
+                    experiment.profile(profile),
+                    runs_dir,
+                    results_dir,
+                    wandb=args.wandb,
+                    members=members,
+                    data=_data(experiment, args.subset),
                 )
             except NoRunsError:
                 continue  # no finished runs of this artifact under this profile (a corrupt log is an error)

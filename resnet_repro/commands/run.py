@@ -4,10 +4,16 @@ import argparse
 import time
 from pathlib import Path
 
-from resnet_repro.commands.train import add_hardware_arguments, deadline, hardware_from_args, stop_status
-from resnet_repro.data.cifar10 import DataConfig
+from resnet_repro.commands.train import (
+    add_hardware_arguments,
+    add_imagenet_arguments,
+    data_config,
+    deadline,
+    hardware_from_args,
+    stop_status,
+)
 from resnet_repro.errors import EXIT_TIME_LIMIT, OneLineParser, UserError, exit_status
-from resnet_repro.experiment import PROFILES, Experiment, plan_variants, skipped_models
+from resnet_repro.experiment import DATASET_PROFILES, Experiment, plan_variants, skipped_models
 from resnet_repro.spec import run_id
 
 # End-to-end rate on the reference 2-core CPU, evaluations included: the four quick-profile runs (0.51
@@ -17,7 +23,8 @@ CPU_GFLOPS = 100.0
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--profile", default="quick", help=f"one of {', '.join(PROFILES)} (default: quick)")
+    profiles = "; ".join(f"{d}: {', '.join(p)}" for d, p in DATASET_PROFILES.items())
+    parser.add_argument("--profile", default="quick", help=f"{profiles} (default: quick)")
     parser.add_argument(
         "--only", default=None, help="train just this run (a run id or model name), e.g. for one job of a cluster array"
     )
@@ -27,6 +34,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results-dir", default="results", help="where figures and tables go (default: results/)")
     parser.add_argument("--list", action="store_true", help="list the runs and their estimated cost, train nothing")
     add_hardware_arguments(parser)
+    add_imagenet_arguments(parser)
+    parser.add_argument(
+        "--members",
+        default=None,
+        help="an ensemble artifact's runs (table5): comma-separated model names or run ids (default: all)",
+    )
 
 
 def register(subparsers) -> None:
@@ -45,7 +58,12 @@ def run(args) -> int:
         if not args.list:
             raise UserError(f"name an artifact ({', '.join(list_experiments())}) or pass --list")
         for artifact in list_experiments():
-            print_plan(load_experiment(artifact), args.profile)
+            experiment = load_experiment(artifact)
+            if args.profile in DATASET_PROFILES[experiment.dataset]:
+                print_plan(experiment, args.profile)
+            else:
+                names = ", ".join(DATASET_PROFILES[experiment.dataset])
+                print(f"{artifact}: no {args.profile} profile ({experiment.dataset} profiles: {names})")
         return 0
     return execute(load_experiment(args.artifact), args)
 
@@ -70,7 +88,9 @@ def execute(experiment: Experiment, args) -> int:
         return 0
     if args.jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {args.jobs}")
-    data = DataConfig(data=args.data, root=args.data_root)
+    if experiment.dataset != "imagenet" and (args.subset is not None or args.workers is not None):
+        raise UserError(f"--subset and --workers are ImageNet flags; {experiment.id} trains on {experiment.dataset}")
+    data = data_config(experiment.dataset, args)
     runs_dir, results_dir = Path(args.runs_dir), Path(args.results_dir)
     started = time.perf_counter()
     records = run_experiment(
@@ -102,7 +122,10 @@ def execute(experiment: Experiment, args) -> int:
             f"trained {args.only}; render the artifact once all its runs are done: resnet-repro report {experiment.id} --profile {profile.name}"
         )
         return 0
-    written = render_experiment(experiment, profile, runs_dir, results_dir, wandb=args.wandb)
+    members = tuple(m for m in (args.members or "").split(",") if m)
+    written = render_experiment(
+        experiment, profile, runs_dir, results_dir, wandb=args.wandb, members=members, data=data
+    )
     write_results_index(results_dir)
     print(
         f"{experiment.id} ({profile.name}) done in {format_duration(time.perf_counter() - started)}: "

@@ -1,4 +1,5 @@
-"""`resnet-repro train MODEL`: one CIFAR-10 run with the Sec. 4.2 protocol by default."""
+"""`resnet-repro train MODEL`: one run with the paper's protocol by default: CIFAR-10 (Sec. 4.2) for the
+6n+2 nets, ImageNet (Sec. 3.4) for the Table 1 nets; the model decides the dataset."""
 
 import argparse
 import dataclasses
@@ -9,8 +10,12 @@ import time
 from pathlib import Path
 
 from resnet_repro.data.cifar10 import DataConfig
+from resnet_repro.data.imagenet import ImageNetConfig
 from resnet_repro.errors import EXIT_CTRL_C, EXIT_DIVERGED, EXIT_SIGTERM, EXIT_TIME_LIMIT, UserError
-from resnet_repro.spec import Schedule, TrainSpec
+from resnet_repro.spec import TrainSpec, imagenet_lr
+
+# The dataset a model family trains on (the paper's: CIFAR-10 for the 6n+2 nets, ImageNet for Table 1's).
+FAMILY_DATASET = {"cifar": "cifar10", "imagenet": "imagenet"}
 
 
 def _milestones(text: str) -> tuple[int, ...]:
@@ -31,42 +36,79 @@ def parse_duration(text: str) -> float:
 
 
 def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags that change a run's numbers (Sec. 4.2 defaults)."""
-    d, s = TrainSpec(), Schedule()
+    """Flags that change a run's numbers; defaults: the paper's protocol of the model's dataset."""
+    d = TrainSpec()
     parser.add_argument(
-        "--iterations", type=int, default=s.max_iters, help="stop after this many iterations (paper: 64000)"
+        "--iterations", type=int, default=None, help="stop after this many iterations (paper: 64000; ImageNet 600000)"
     )
     parser.add_argument(
         "--milestones",
         type=_milestones,
         default=None,
-        help="iterations where lr is divided by 10 (paper: 32000,48000; default: 50%%,75%% of --iterations)",
+        help="iterations where lr is divided by 10 (paper: 32000,48000, i.e. 50%%,75%% of --iterations; "
+        "ImageNet: 150000,300000, i.e. 25%%,50%%)",
     )
-    parser.add_argument("--lr", type=finite_float, default=s.lr, help="base learning rate (paper: 0.1)")
+    parser.add_argument(
+        "--lr",
+        type=finite_float,
+        default=None,
+        help="base learning rate (paper: 0.1; ImageNet default 0.1 x batch / 256, the paper's at batch 256)",
+    )
+    parser.add_argument(
+        "--lr-plateau",
+        type=int,
+        default=None,
+        metavar="N",
+        help="ImageNet's rule instead of milestones: lr /10 after N evaluations without improving the val error",
+    )
     parser.add_argument(
         "--warmup",
         choices=["auto", "on", "off"],
-        default=s.warmup,
-        help="lr 0.01 until train error < 80%% (auto: 110+ layers, as the paper)",
+        default="auto",
+        help="lr 0.01 until train error < 80%% (auto: CIFAR nets of 110+ layers, as the paper)",
     )
-    parser.add_argument("--batch-size", type=int, default=d.batch_size, help="global mini-batch (paper: 128)")
-    parser.add_argument("--shortcut", choices=["A", "B", "C"], default=None, help="shortcut option (CIFAR default: A)")
-    parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument("--eval-every", type=int, default=d.eval_every, help="iterations between test evaluations")
-    parser.add_argument("--log-every", type=int, default=d.log_every, help="iterations per logged train loss/error")
-    parser.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
     parser.add_argument(
-        "--val-split", type=int, default=0, help="hold out N training images (the paper's protocol: 5000)"
+        "--batch-size", type=int, default=None, help="global mini-batch over all devices (paper: 128; ImageNet 256)"
     )
-    parser.add_argument("--normalize", choices=["per-pixel-mean", "per-channel"], default="per-pixel-mean")
-    parser.add_argument("--no-augment", dest="augment", action="store_false", help="disable crop+flip augmentation")
+    parser.add_argument(
+        "--shortcut", choices=["A", "B", "C"], default=None, help="shortcut option (default: the paper's for the net)"
+    )
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--eval-every", type=int, default=None, help="iterations between test evaluations")
+    parser.add_argument("--log-every", type=int, default=None, help="iterations per logged train loss/error")
+    parser.add_argument("--checkpoint-every", type=int, default=None)
+    parser.add_argument(
+        "--precise-bn",
+        type=int,
+        default=0,
+        metavar="IMAGES",
+        help="after training, recompute BN statistics over this many training images (the paper's released "
+        "ImageNet models did; e.g. 50000); 0: off",
+    )
+    cifar = parser.add_argument_group("CIFAR-10 (Sec. 4.2)")
+    cifar.add_argument("--val-split", type=int, default=0, help="hold out N training images (the paper's: 5000)")
+    cifar.add_argument("--normalize", choices=["per-pixel-mean", "per-channel"], default="per-pixel-mean")
+    cifar.add_argument("--no-augment", dest="augment", action="store_false", help="disable crop+flip augmentation")
+    add_imagenet_arguments(parser)
+
+
+def add_imagenet_arguments(parser: argparse.ArgumentParser) -> None:
+    """ImageNet data flags: which classes, how many loader processes (the rest of Sec. 3.4 is fixed)."""
+    imagenet = parser.add_argument_group("ImageNet (Sec. 3.4)")
+    imagenet.add_argument(
+        "--subset", type=int, default=None, metavar="N", help="the first N classes only (small runs; recorded)"
+    )
+    imagenet.add_argument(
+        "--workers", type=int, default=None, help="DataLoader processes decoding JPEGs (default: min(8, cores))"
+    )
 
 
 def add_hardware_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data",
         default=None,
-        help="CIFAR-10 source: torchvision root, ImageFolder dir or .tar/.tar.gz/.zip (default: $RESNET_REPRO_DATA)",
+        help="CIFAR-10 source: torchvision root, ImageFolder dir or .tar/.tar.gz/.zip (default: $RESNET_REPRO_DATA); "
+        "ImageNet: ROOT with train/<wnid>/ and val/<wnid>/",
     )
     parser.add_argument("--data-root", default=None, help="cache directory (default: ~/.cache/resnet-repro)")
     parser.add_argument("--accelerator", default="auto", help="cpu, gpu or auto (Lightning)")
@@ -98,35 +140,82 @@ def add_hardware_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def dataset_of(model: str) -> str:
+    """The dataset `model` trains on in the paper (an unknown name fails here, with the known ones)."""
+    from resnet_repro.models import model_info
+
+    return FAMILY_DATASET[model_info(model).family]
+
+
+def data_config(dataset: str, args):
+    """The dataset's config from the command line's data flags."""
+    if dataset == "imagenet":
+        workers = {} if args.workers is None else {"workers": args.workers}
+        return ImageNetConfig(data=args.data, subset=args.subset, **workers)
+    return DataConfig(data=args.data, root=args.data_root)
+
+
 def spec_from_args(args, model: str) -> TrainSpec:
-    schedule = Schedule(lr=args.lr, warmup=args.warmup)
-    if args.milestones is None:  # the paper's shape over --iterations (at 64000: the paper's own milestones)
-        if args.iterations < 3:
+    """The run the flags describe; each flag not given takes the paper's value for the model's dataset."""
+    from resnet_repro.experiment import get_profile
+
+    dataset = dataset_of(model)
+    paper = get_profile("paper", dataset)
+    iterations = args.iterations if args.iterations is not None else paper.schedule.max_iters
+    batch_size = args.batch_size if args.batch_size is not None else paper.batch_size
+    lr = args.lr if args.lr is not None else imagenet_lr(batch_size) if dataset == "imagenet" else paper.schedule.lr
+    schedule = dataclasses.replace(paper.schedule, lr=lr, plateau=args.lr_plateau)
+    if args.warmup != "auto" or dataset == "cifar10":
+        schedule = dataclasses.replace(schedule, warmup=args.warmup)
+    if args.milestones is None:  # the paper's shape over --iterations (at the paper's length: its own milestones)
+        schedule = schedule.scaled(iterations)
+        drops = schedule.milestones
+        if args.lr_plateau is None and (min(drops) <= 0 or len(set(drops)) < len(drops)):
             raise UserError(
-                f"--iterations {args.iterations} is too short for the default lr drops at 50% and 75%: "
-                "train at least 3 iterations, or give --milestones"
+                f"--iterations {iterations} is too short for the default lr drops at "
+                f"{', '.join(f'{m / paper.schedule.max_iters:.0%}' for m in paper.schedule.milestones)}: "
+                "train longer, or give --milestones"
             )
-        schedule = schedule.scaled(args.iterations)
     else:
-        schedule = dataclasses.replace(schedule, max_iters=args.iterations, milestones=args.milestones)
-    data = DataConfig(
-        data=args.data,
-        root=args.data_root,
-        val_split=args.val_split,
-        normalize=args.normalize,
-        augment=args.augment,
-        full=not args.allow_partial,
-    )
+        schedule = dataclasses.replace(schedule, max_iters=iterations, milestones=args.milestones)
+    if args.lr_plateau is not None:
+        schedule = dataclasses.replace(schedule, milestones=())  # the rule decides the drops
+    if dataset == "imagenet":
+        if args.val_split or args.normalize != "per-pixel-mean" or not args.augment or args.allow_partial:
+            raise UserError(
+                "--val-split, --normalize, --no-augment and --allow-partial are CIFAR-10 flags; "
+                f"{model} trains on ImageNet (see --subset)"
+            )
+        data = data_config(dataset, args)
+    else:
+        if args.subset is not None or args.workers is not None:
+            raise UserError(f"--subset and --workers are ImageNet flags; {model} trains on CIFAR-10")
+        data = DataConfig(
+            data=args.data,
+            root=args.data_root,
+            val_split=args.val_split,
+            normalize=args.normalize,
+            augment=args.augment,
+            full=not args.allow_partial,
+        )
+
+    def given(value, default):
+        return default if value is None else value
+
     return TrainSpec(
         model=model,
         shortcut=args.shortcut,
         schedule=schedule,
-        batch_size=args.batch_size,
+        batch_size=batch_size,
         seed=args.seed,
+        dataset=dataset,
         data=data,
-        log_every=args.log_every,
-        eval_every=args.eval_every,
-        checkpoint_every=args.checkpoint_every,
+        log_every=given(args.log_every, paper.log_every if dataset == "imagenet" else TrainSpec.log_every),
+        eval_every=given(args.eval_every, paper.eval_every if dataset == "imagenet" else TrainSpec.eval_every),
+        checkpoint_every=given(
+            args.checkpoint_every, paper.checkpoint_every if dataset == "imagenet" else TrainSpec.checkpoint_every
+        ),
+        precise_bn=args.precise_bn,
     )
 
 
@@ -168,9 +257,11 @@ def hardware_from_args(args):
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "train", help="train one model on CIFAR-10 (Sec. 4.2 protocol by default)", description=__doc__
+        "train",
+        help="train one model (CIFAR-10 or ImageNet, from the model; the paper's protocol by default)",
+        description=__doc__,
     )
-    parser.add_argument("model", help="e.g. resnet20, plain56, resnet110 (see `resnet-repro models`)")
+    parser.add_argument("model", help="e.g. resnet20, plain56, resnet110, resnet50 (see `resnet-repro models`)")
     add_spec_arguments(parser)
     add_hardware_arguments(parser)
     parser.add_argument(

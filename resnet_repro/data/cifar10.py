@@ -198,6 +198,16 @@ class CIFAR10DataModule(pl.LightningDataModule):
         )
         return DataLoader(batches, batch_size=None)
 
+    def train_batches_after(self, start: int, count: int) -> DataLoader:
+        """Training batches `start`..`start + count - 1` of the same stream (augmented alike): precise BN's
+        images after the last iteration, so they are fresh draws and a pure function of the seed."""
+        rank, world = self._rank()
+        n = len(self._split["train"][0])
+        return DataLoader(
+            TrainBatches(n, self.batch_size, self.seed, start + count, rank, world, start_fn=lambda: start),
+            batch_size=None,
+        )
+
     def _eval_loader(self, split: str) -> DataLoader:
         rank, world = self._rank()
         return DataLoader(

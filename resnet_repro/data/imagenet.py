@@ -74,7 +74,7 @@ def _default_workers() -> int:
 class ImageNetConfig:
     """Where ImageNet is and how Sec. 3.4 preprocesses it."""
 
-    data: str  # ROOT with train/<wnid>/*.JPEG and val/<wnid>/*.JPEG (ImageFolder or torchvision's ImageNet)
+    data: str | None = None  # ROOT with train/<wnid>/*.JPEG and val/<wnid>/*.JPEG (ImageFolder or torchvision's)
     subset: int | None = None  # the first N classes in sorted wnid order (small runs); None: all 1000
     eval_batch_size: int = 250
     workers: int = field(default_factory=_default_workers)  # DataLoader worker processes per loader
@@ -181,9 +181,16 @@ def _list_split(folder: Path, wnids: list[str]) -> SplitFiles:
     return SplitFiles(folder, names, torch.tensor([label for _, label in items], dtype=torch.int64))
 
 
+def root_of(config: ImageNetConfig) -> Path:
+    """The ImageNet root a config names; a DataError saying what to pass when it names none."""
+    if not config.data:
+        raise DataError(f"no ImageNet root given: pass --data ROOT ({_layout_help(Path('ROOT'))})")
+    return Path(config.data).expanduser()
+
+
 def discover(config: ImageNetConfig) -> tuple[dict[str, SplitFiles], list[str], dict]:
     """List an ImageNet root: its split files, the wnids used and the `source` record (JSON-able)."""
-    root = Path(config.data).expanduser()
+    root = root_of(config)
     folders = _split_folders(root)
     wnids = _choose_wnids(root, _classes(folders["train"]), _classes(folders["val"]), config.subset)
     files = {split: _list_split(folder, wnids) for split, folder in folders.items()}
@@ -398,14 +405,14 @@ class ImageNetDataModule(pl.LightningDataModule):
     # -- set-up -------------------------------------------------------------------------------
     def prepare_data(self) -> None:
         """Check the root's layout (rank 0): nothing is downloaded or decoded ahead."""
-        _split_folders(Path(self.config.data).expanduser())
+        _split_folders(root_of(self.config))
 
     def setup(self, stage: str | None = None) -> None:
         if self.files:
             return
         self.files, wnids, self.source = discover(self.config)
         self.classes = tuple(wnids)
-        self.names = class_names(Path(self.config.data).expanduser())
+        self.names = class_names(root_of(self.config))
         if self.mean is None:  # not restored by load_state_dict
             self.mean = self._mean_image()
 
@@ -453,6 +460,16 @@ class ImageNetDataModule(pl.LightningDataModule):
         # The sampler runs in the main process, so a resumed run's start is read after Lightning restores it;
         # this needs Trainer(use_distributed_sampler=False), which shards nothing: the dataset slices by rank.
         return self._loader(batches, start)
+
+    def train_batches_after(self, start: int, count: int) -> DataLoader:
+        """Training batches `start`..`start + count - 1` of the same stream (scale, crop, flip and colour drawn
+        alike): precise BN's images after the last iteration, a pure function of the seed."""
+        rank, world = self._rank()
+        c = self.config
+        batches = TrainImageBatches(
+            self.files["train"], self.batch_size, self.seed, scale=c.scale, crop=c.crop, rank=rank, world_size=world
+        )
+        return self._loader(batches, IterationSampler(start + count, lambda: start))
 
     def val_dataloader(self) -> list[DataLoader]:
         """ILSVRC-2012 val with the `center` protocol, as the "test" split (see eval_splits)."""
