@@ -20,6 +20,8 @@ from resnet_repro.spec import run_id
 # PFLOP of training) took 82 min side by side; training alone reaches ~150 (results/benchmarks/).
 # Used only to print rough cost estimates.
 CPU_GFLOPS = 100.0
+# Training rate of ResNet-18/34/50 at 224x224 on the same CPU (benchmarks/imagenet_pipeline.py), for ImageNet runs.
+IMAGENET_CPU_GFLOPS = 100.0
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -136,6 +138,11 @@ def execute(experiment: Experiment, args) -> int:
 
 def estimated_cost(model: str, iterations: int, batch_size: int, shortcut: str | None = None) -> float:
     """Training multiply-adds x 3 (forward + backward) x 2 FLOPs, for a rough time estimate."""
+    return 3 * forward_flops(model, shortcut) * batch_size * iterations
+
+
+def forward_flops(model: str, shortcut: str | None = None) -> float:
+    """FLOPs (2 x multiply-adds) of one forward pass at the paper's input size."""
     import torch
 
     from resnet_repro.flops import count_multiply_adds
@@ -143,7 +150,26 @@ def estimated_cost(model: str, iterations: int, batch_size: int, shortcut: str |
 
     with torch.device("meta"):
         net = build_model(model, **({} if shortcut is None else {"shortcut": shortcut}))
-    return 3 * 2 * count_multiply_adds(net, model_info(model).input_size) * batch_size * iterations
+    return 2 * count_multiply_adds(net, model_info(model).input_size)
+
+
+# Forward passes per ILSVRC val image of each protocol, in units of one 224x224 crop: 10crop scores 10 crops;
+# multiscale the whole image (4:3, ImageNet's usual shape) at shorter sides 224..640, and its flip.
+PROTOCOL_PASSES = {
+    "center": 1,
+    "10crop": 10,
+    "multiscale": 2 * sum((s / 224) ** 2 * 4 / 3 for s in (224, 256, 384, 480, 640)),
+}
+ILSVRC_VAL = 50_000
+
+
+def testing_cost(spec, protocol: str | None) -> float:
+    """FLOPs of an ImageNet run's evaluations: its centre-crop val curve, and the artifact's protocol once."""
+    if spec.dataset != "imagenet":
+        return 0.0
+    evaluations = spec.schedule.max_iters // spec.eval_every + 1
+    passes = evaluations * PROTOCOL_PASSES["center"] + (PROTOCOL_PASSES[protocol] if protocol else 0)
+    return passes * ILSVRC_VAL * forward_flops(spec.model, spec.shortcut)
 
 
 def print_plan(experiment: Experiment, profile_name: str) -> None:
@@ -151,15 +177,25 @@ def print_plan(experiment: Experiment, profile_name: str) -> None:
     profile = experiment.profile(profile_name)
     planned = plan_variants(experiment, profile)
     flops = [estimated_cost(s.model, s.schedule.max_iters, s.batch_size, s.shortcut) for _, s in planned]
-    hours = sum(flops) / (CPU_GFLOPS * 1e9) / 3600
+    tests = [testing_cost(s, experiment.protocol) for _, s in planned]
     print(f"{experiment.id} [{profile.name}]: {experiment.caption.split('. ')[0].rstrip('.')}.")
-    for (variant, spec), f in zip(planned, flops, strict=True):
+    for (variant, spec), f, t in zip(planned, flops, tests, strict=True):
         label = f"  {variant.label}" if variant.label else ""
-        print(f"  {run_id(spec):28s} {spec.schedule.max_iters:>6d} iterations  {f / 1e15:8.2f} PFLOP{label}")
+        testing = f" + {t / 1e15:.0f} PFLOP of testing" if t else ""
+        print(f"  {run_id(spec):28s} {spec.schedule.max_iters:>6d} iterations  {f / 1e15:8.2f} PFLOP{testing}{label}")
     skipped = skipped_models(experiment, profile)
     if skipped:
         print(f"  not in this profile: {', '.join(skipped)}")
+    total = sum(flops) + sum(tests)
+    if experiment.dataset == "imagenet":
+        print(
+            f"  total {total / 1e15:.0f} PFLOP: about {total / (IMAGENET_CPU_GFLOPS * 1e9) / 86400 / 365:.1f} "
+            f"years on a 2-core CPU at the {IMAGENET_CPU_GFLOPS:.0f} GFLOP/s measured for ResNet-18/34/50 at 224 "
+            "(results/benchmarks/imagenet-training.md); GPU rates are not measured yet"
+        )
+        return
+    hours = total / (CPU_GFLOPS * 1e9) / 3600
     print(
-        f"  total {sum(flops) / 1e15:.2f} PFLOP: about {hours:.1f} h on a 2-core CPU at {CPU_GFLOPS:.0f} GFLOP/s "
+        f"  total {total / 1e15:.2f} PFLOP: about {hours:.1f} h on a 2-core CPU at {CPU_GFLOPS:.0f} GFLOP/s "
         "(a GPU's rate for these small nets is not measured yet)"
     )
