@@ -18,7 +18,7 @@ from resnet_repro import deviations, findings, paper, plotting, tables
 from resnet_repro.errors import NoRunsError, UserError
 from resnet_repro.experiment import Experiment, Profile, plan_variants, skipped_models
 from resnet_repro.files import write_text
-from resnet_repro.records import load_responses, load_runs
+from resnet_repro.records import load_responses, load_runs, read_run, summary_row
 from resnet_repro.rundir import RunDir, outcome
 from resnet_repro.spec import run_id
 
@@ -101,10 +101,24 @@ def render_experiment(
         raise UserError(f"{experiment.id} names renderer {experiment.render!r}; known: {', '.join(RENDERERS)}")
     planned = plan_variants(experiment, profile, data)
     ids = [run_id(s) for _, s in planned]
-    summary, curves = load_runs(runs_dir, ids)
+    # Runs stopped part-way (a long run continued over several sessions) show their curves so far, and no row.
+    in_progress = {
+        rid: read_run(runs_dir / rid)
+        for rid in dict.fromkeys(ids)
+        if (RunDir(runs_dir / rid).read_record() or {}).get("status") == "interrupted"
+    }
+    try:
+        summary, curves = load_runs(runs_dir, ids)
+    except NoRunsError:
+        if not in_progress:
+            raise
+        columns = list(summary_row(next(iter(in_progress.values()))[0]))
+        summary, curves = pd.DataFrame(columns=columns), pd.DataFrame()
     summary = summary.assign(variant=summary["run_id"].map({run_id(s): v.label for v, s in planned}))
     found = set(summary["run_id"])
     unfinished = {rid: outcome(RunDir(runs_dir / rid).read_record()) for rid in dict.fromkeys(ids) if rid not in found}
+    curves = pd.concat([curves, *(c for _, c in in_progress.values())], ignore_index=True)
+    progress_rows = pd.DataFrame([summary_row(record) for record, _ in in_progress.values()])
     skipped = skipped_models(experiment, profile)
     out = results_dir / experiment.id
     out.mkdir(parents=True, exist_ok=True)
@@ -115,9 +129,16 @@ def render_experiment(
         curves,
         runs_dir,
         base=out / f"{experiment.id}-{profile.name}",
-        footer=tables.provenance_footer(summary, profile=profile.name),
+        footer=tables.provenance_footer(
+            pd.concat([summary, progress_rows]) if in_progress else summary, profile=profile.name
+        ),
         members=tuple(members),
     )
+    if in_progress:
+        rendering.notes.append(
+            "in progress, drawn up to where it stopped (no final error yet): "
+            + ", ".join(f"{rid} at iteration {record.get('iterations')}" for rid, (record, _) in in_progress.items())
+        )
     if skipped:
         rendering.notes.append(f"not run in the {profile.name} profile: {', '.join(skipped)}")
     if unfinished:
@@ -144,7 +165,7 @@ def render_experiment(
         "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
     write_text(out / f"{experiment.id}-{profile.name}-provenance.json", json.dumps(provenance, indent=2) + "\n")
-    keep_records(runs_dir, sorted(found), results_dir / "runs")
+    keep_records(runs_dir, sorted(found | set(in_progress)), results_dir / "runs")
     if wandb != "off":
         from resnet_repro import wandb_logging
 

@@ -320,3 +320,26 @@ def test_train_runs_reports_a_diverged_run_at_its_iteration(tiny_cifar_archive, 
     assert record["status"] == "diverged" and record["diverged_at"] >= 1
     assert outcome(record) == f"diverged at iteration {record['diverged_at']}"
     assert f"{pending.run_dir}: diverged: " in capsys.readouterr().err
+
+
+def test_report_draws_a_run_in_progress_up_to_where_it_stopped(fig1, tmp_path):
+    # A long run continued over several sessions: stopped at its --stop-after limit part-way.
+    runs = copy_fig1_runs(fig1, tmp_path / "runs")
+    for model in ("plain20", "plain56"):
+        record_path = runs[model] / "run.json"
+        record = json.loads(record_path.read_text())
+        record_path.write_text(
+            json.dumps({**record, "status": "interrupted", "iterations": 3, "stopped_by": "time limit", "final": {}})
+        )
+    experiment = load_experiment("fig1")
+    results = tmp_path / "results"
+    written = render_experiment(experiment, experiment.profile("smoke"), tmp_path / "runs", results)
+    assert results / "fig1" / "fig1-smoke.png" in written
+    page = (results / "fig1" / "fig1-smoke.md").read_text()
+    assert "partial: 0 of 2 runs" in page
+    assert (
+        f"in progress, drawn up to where it stopped (no final error yet): {runs['plain20'].name} at iteration 3" in page
+    )
+    curves = pd.read_csv(results / "fig1" / "fig1-smoke-curves.csv")
+    assert set(curves["run_id"]) == {runs["plain20"].name, runs["plain56"].name}
+    assert (results / "runs" / runs["plain20"].name / "metrics.csv").is_file()  # its logs kept, to rebuild the page
