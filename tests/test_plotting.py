@@ -71,6 +71,15 @@ def test_plot_error_curves_dashed_train_bold_test():
         assert [t.get_text() for t in ax.get_legend().get_texts()] == [plotting.model_label(m) for m in models]
 
 
+def test_plot_error_curves_fig4_style_thin_train_bold_validation():
+    fig = plotting.plot_error_curves(curves_of(ALL), FIG6, footer=FOOTER, thin_train=True)
+    for ax in fig.axes[: len(FIG6)]:
+        train, test = ax.lines[0::2], ax.lines[1::2]
+        assert {line.get_linestyle() for line in train} == {"-"} == {line.get_linestyle() for line in test}
+        assert min(line.get_linewidth() for line in test) > 2 * max(line.get_linewidth() for line in train)
+    assert "thin = training error, bold = validation error (centre crop)" in fig.texts[-1].get_text()
+
+
 def test_plot_error_curves_one_colour_per_depth_across_panels():
     fig = plotting.plot_error_curves(curves_of(ALL), FIG6, footer=FOOTER)
     colours = {}
