@@ -1,7 +1,8 @@
-"""Smoke tests for benchmarks/throughput.py and numerics.py, so the scripts cannot rot; not tests of speed."""
+"""Smoke tests for benchmarks/throughput.py, numerics.py and imagenet_pipeline.py, so the scripts cannot rot; not tests of speed."""
 
 import importlib.util
 import json
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -251,3 +252,107 @@ def test_numerics_interrupted_writes_nothing(
         == 130
     )
     assert "nothing written" in capsys.readouterr().out and not (tmp_path / "out").exists()
+
+
+# --- benchmarks/imagenet_pipeline.py: the ImageNet JPEG pipeline and the Table 1 nets -----------------
+
+
+@pytest.fixture(scope="module")
+def imagenet_pipeline():
+    spec = importlib.util.spec_from_file_location("imagenet_pipeline", SCRIPT.parent / "imagenet_pipeline.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def imagenet_smoke(imagenet_pipeline, tmp_path_factory):
+    """One --smoke run (every step, seconds): its output folder and its JPEG cache."""
+    base = tmp_path_factory.mktemp("imagenet-pipeline")
+    argv = ["--smoke", "--out", str(base / "out"), "--cache", str(base / "cache")]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities")
+        assert imagenet_pipeline.main(argv) == 0
+    return base / "out", base / "cache"
+
+
+def test_imagenet_pipeline_smoke_measures_every_step(imagenet_pipeline, imagenet_smoke):
+    out, _ = imagenet_smoke
+    pipeline = pd.read_csv(out / "imagenet-pipeline.csv")
+    assert list(pipeline.columns) == imagenet_pipeline.PIPELINE_COLUMNS
+    steps = pipeline.groupby("set", sort=False)["step"].apply(list).to_dict()
+    assert steps == {
+        "typical": ["read", "decode", "item", "device", "loader", "loader"],
+        "large": ["read", "decode", "item"],
+        "large, pre-resized to 480": ["read", "decode", "item"],
+    }
+    assert pipeline[pipeline.step == "loader"]["workers"].tolist() == [0, 1]
+    assert (pipeline["images_per_s"] > 0).all() and (pipeline["images_per_cpu_s"] > 0).all()
+    assert pipeline["other_cpu"].between(-1, 1).all() and pipeline["commit"].notna().all()
+    training = pd.read_csv(out / "imagenet-training.csv")
+    assert list(training.columns) == imagenet_pipeline.TRAINING_COLUMNS
+    assert training["model"].tolist() == ["resnet18", "resnet34", "resnet50"]
+    assert (training["images_per_s"] > 0).all() and training["channels_last"].all()
+    assert (training["mult_adds"] > 0).all() and (training["precision"] == "32-true").all()
+
+
+def test_imagenet_pipeline_pages_state_target_machine_and_busy_share(imagenet_smoke):
+    out, _ = imagenet_smoke
+    pipeline = (out / "imagenet-pipeline.md").read_text()
+    assert "(smoke run: says nothing)" in pipeline
+    assert "Target: at least 330 training images/s per CPU core" in pipeline
+    assert "| workers | images/s | per worker | per CPU-second |" in pipeline
+    assert "typical 500x375" in pipeline and "of the CPU during these measurements" in pipeline
+    assert f"torch {torch.__version__}" in pipeline and "torchvision " in pipeline and "commit " in pipeline
+    assert "python benchmarks/imagenet_pipeline.py --smoke --out" in pipeline  # the exact command
+    training = (out / "imagenet-training.md").read_text()
+    assert "| resnet50 |" in training and "of the CPU during these measurements" in training
+
+
+def test_imagenet_pipeline_generates_imagenet_like_jpegs_once(imagenet_pipeline, imagenet_smoke):
+    _, cache = imagenet_smoke
+    made = {p.parent.name: json.loads(p.read_text()) for p in cache.glob("*/done.json")}
+    typical = made["500x375-8x2-q90"]
+    assert (typical["width"], typical["height"], typical["images"]) == (500, 375, 16)
+    assert 70 < typical["kb_mean"] < 160  # ImageNet's ~110 KB at 500x375; seeded, so not a flaky bound
+    assert made["800x600-8x1-q90-short480"]["height"] == 480
+    root = cache / "500x375-8x2-q90"
+    before = {p: p.stat().st_mtime_ns for p in root.rglob("*.JPEG")}
+    assert imagenet_pipeline.make_root(cache, (500, 375), 2) == root
+    assert {p: p.stat().st_mtime_ns for p in root.rglob("*.JPEG")} == before  # reused, not rewritten
+
+
+def test_imagenet_pipeline_labels_a_busy_run(imagenet_pipeline):
+    assert "busy" not in imagenet_pipeline._busy_line(0.05, 0.1, 1.0)
+    assert "the machine was busy" in imagenet_pipeline._busy_line(0.4, 2.0, 3.0)
+
+
+def test_imagenet_pipeline_user_errors_are_one_line(imagenet_pipeline, capsys):
+    assert imagenet_pipeline.main(["--models", "resnet20"]) == 2
+    assert "CIFAR net" in capsys.readouterr().err
+    inside = SCRIPT.parents[1] / "jpeg-cache"
+    assert imagenet_pipeline.main(["--smoke", "--cache", str(inside)]) == 2
+    err = capsys.readouterr().err
+    assert "inside the repository" in err and len(err.strip().splitlines()) == 1 and not inside.exists()
+
+
+def test_imagenet_pipeline_only_training_in_bf16_writes_its_own_page(imagenet_pipeline, tmp_path):
+    argv = [
+        "--smoke",
+        "--only",
+        "training",
+        "--models",
+        "resnet18",
+        "--precision",
+        "bf16-mixed",
+        "--out",
+        str(tmp_path),
+    ]
+    assert imagenet_pipeline.main(argv) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "imagenet-training-bf16-mixed.csv",
+        "imagenet-training-bf16-mixed.md",
+    ]
+    table = pd.read_csv(tmp_path / "imagenet-training-bf16-mixed.csv")
+    assert table["precision"].tolist() == ["bf16-mixed"] and (table["images_per_s"] > 0).all()
+    assert "batch 2, bf16-mixed, channels_last" in (tmp_path / "imagenet-training-bf16-mixed.md").read_text()
