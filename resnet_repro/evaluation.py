@@ -83,8 +83,11 @@ def views(image: torch.Tensor, protocol: Protocol) -> list[torch.Tensor]:
         if protocol.views == "center":
             out.append(TF.center_crop(resized, [protocol.crop, protocol.crop]))
         elif protocol.views == "ten":
-            # torchvision's order: the five crops (tl, tr, bl, br, centre), then the same five of the flip.
-            out += list(TF.ten_crop(resized, [protocol.crop, protocol.crop]))
+            # AlexNet's [21] ten crops: the four corners and the centre of the central side x side square (AlexNet's
+            # 256x256 image), and their mirror images. (fb.resnet.torch takes the corners of the whole resized
+            # rectangle instead; the paper cites [21].) torchvision's order: tl, tr, bl, br, centre, then flipped.
+            square = TF.center_crop(resized, [side, side])
+            out += list(TF.ten_crop(square, [protocol.crop, protocol.crop]))
         else:
             out += [resized, TF.horizontal_flip(resized)]
     return out

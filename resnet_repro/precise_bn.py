@@ -46,6 +46,8 @@ def recompute_bn_statistics(model: nn.Module, batches, reduce=None) -> int:
 def precise_bn(trainer, module, datamodule, images: int) -> int:
     """Recompute `module.model`'s BN statistics over `images` training images drawn after the last iteration
     (whole global batches, so at least `images`); the count seen over all processes."""
+    # After fit, Lightning's teardown has moved the module back to the CPU: bring it to the training device.
+    module.to(trainer.strategy.root_device)
     batches = math.ceil(images / module.spec.batch_size)
     loader = datamodule.train_batches_after(trainer.global_step, batches)
     inputs = (trainer.strategy.batch_to_device(batch)[0] for batch in loader)

@@ -307,7 +307,9 @@ def render_ablation(r: Rendering) -> list[Path]:
 # Tables 2-4: the paper's rows each ImageNet table is read against (paper.py holds them as printed).
 PAPER_ROWS = {
     "table2": tuple(
-        paper.ImageNetResult(tables.run_label(model), top1, None, "option A (no extra parameters)")
+        paper.ImageNetResult(
+            tables.run_label(model), top1, None, "option A (no extra parameters)" if "resnet" in model else ""
+        )
         for model, top1 in paper.TABLE2.items()
     ),
     "table3": paper.TABLE3,
@@ -365,7 +367,7 @@ def render_ensemble(r: Rendering) -> list[Path]:
             r.notes.append(f"{run.run_id} left out: {exc}")
             continue
         if kept and not torch.equal(held["labels"], kept[0]["labels"]):
-            r.notes.append(f"{run.run_id} left out: tested on other images than {runs['run_id'].iloc[0]}")
+            r.notes.append(f"{run.run_id} left out: tested on other images than {rows[0]['run_id']}")
             continue
         kept.append(held)
         probabilities = held["probabilities"].float()

@@ -217,21 +217,35 @@ def run_experiment(
         "deadline": deadline,
     }
     records = train_runs(todo, options, jobs)
-    if experiment.protocol is not None:
+    stopped = any(r["status"] in ("interrupted", "not started") for r in records)
+    if experiment.protocol is not None and not stopped:  # after Ctrl-C, SIGTERM or the time limit: stop here
         test_runs(experiment, specs, runs_dir, hardware, progress=progress, deadline=deadline)
     return records
+
+
+def _tested(run: RunDir, record: dict, experiment: Experiment) -> bool:
+    """Whether the run's last iterate is recorded as tested whole under the artifact's protocol (not a
+    `--limit` check, nor an earlier iterate), with its probabilities kept where the artifact needs them."""
+    result = record.get("evaluations", {}).get(experiment.protocol)
+    if result is None or result.get("limit") is not None or result.get("iteration") != record.get("iterations"):
+        return False
+    return not experiment.keep_probabilities or run.probabilities_path(experiment.protocol).is_file()
 
 
 def test_runs(experiment: Experiment, specs: list[TrainSpec], runs_dir: Path, hardware, *, progress, deadline) -> None:
     """Score each finished run's last iterate under the artifact's test protocol, once: the result goes into its
     run.json (`evaluations`), where the renderer reads it; a run already scored so is not scored again."""
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
     from resnet_repro.testing import evaluate_run
 
+    if rank_zero_only.rank != 0:  # under DDP every rank returns here from training: one process tests
+        return
     device = {"gpu": "cuda", "cuda": "cuda", "cpu": "cpu"}.get(hardware.accelerator, "auto")
     for spec in specs:
         run = RunDir(runs_dir / run_id(spec))
         record = run.read_record() or {}
-        if record.get("status") != "finished" or experiment.protocol in record.get("evaluations", {}):
+        if record.get("status") != "finished" or _tested(run, record, experiment):
             continue
         if deadline is not None and time.time() >= deadline:
             print(f"{run.path}: --stop-after reached; its {experiment.protocol} test is left for the next run")

@@ -95,6 +95,8 @@ class TrainSpec:
             )
         if s.plateau is not None and s.plateau < 1:
             raise UserError(f"--lr-plateau must be at least 1 evaluation, got {s.plateau}")
+        if s.plateau is not None and s.milestones:
+            raise UserError("--lr-plateau decides the lr drops itself: give it or --milestones, not both")
         if self.precise_bn < 0:
             raise UserError(f"--precise-bn must be a number of training images (0: off), got {self.precise_bn}")
         if s.warmup not in ("auto", "on", "off"):

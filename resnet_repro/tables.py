@@ -347,9 +347,11 @@ def _imagenet_row(method, paper_top1, paper_top5, ours, protocol, note) -> dict:
         return row
     top1 = pd.to_numeric(mine.get(f"{protocol}_top1_error", pd.Series(dtype=float)), errors="coerce")
     top5 = pd.to_numeric(mine.get(f"{protocol}_top5_error", pd.Series(dtype=float)), errors="coerce")
-    row["seeds"] = len(mine)
-    if top1.notna().sum() == 0:
-        row["note"] = "; ".join(filter(None, [note, f"trained, not yet tested with {protocol}"]))
+    row["seeds"] = int(top1.notna().sum())  # the runs tested with the protocol: the mean is over these
+    untested = len(mine) - row["seeds"]
+    if untested:
+        row["note"] = "; ".join(filter(None, [note, f"{untested} trained run(s) not yet tested with {protocol}"]))
+    if row["seeds"] == 0:
         return row
     row["ours top-1"], row["ours top-5"] = top1.mean(), top5.mean()
     if paper_top1 is not None:

@@ -115,7 +115,8 @@ def test_ten_crops_are_the_four_corners_and_the_centre_and_their_mirror_images()
     crops = views(image, PROTOCOLS["10crop"])
     assert len(crops) == 10 and all(c.shape == (3, 224, 224) for c in crops)
     corners = {(int(c[0, 0, 0]), int(c[1, 0, 0])) for c in crops[:5]}  # top-left pixel of each crop
-    assert corners == {(0, 0), (0, 96), (32, 0), (32, 96), (16, 48)}  # tl, tr, bl, br, centre of 256x320
+    # AlexNet's: the corners and centre of the central 256x256 square of the 256x320 image (columns 32..287).
+    assert corners == {(0, 32), (0, 64), (32, 32), (32, 64), (16, 48)}
     expected = [image[:, r : r + 224, c : c + 224] for r, c in corners]
     mirrored = [e.flip(-1) for e in expected]
     for crop in crops[:5]:

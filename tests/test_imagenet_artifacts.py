@@ -93,8 +93,13 @@ def test_table3_has_every_row_and_marks_the_quoted_ones(smoke):
 def test_table4_uses_the_multiscale_test_of_table3s_runs(smoke):
     table = pd.read_csv(smoke["results"] / "table4" / "table4-smoke.csv", keep_default_na=False)
     ours = table[table["method"].isin(["ResNet-34 B", "ResNet-34 C", "ResNet-50", "ResNet-101", "ResNet-152"])]
-    assert len(ours) == 5 and pd.to_numeric(ours["ours top-1"]).between(0, 100).all()
-    spec = plan_runs(load_experiment("table4"), load_experiment("table4").profile("smoke"), SUBSET)[0]
+    assert len(ours) == 5
+    specs = plan_runs(load_experiment("table4"), load_experiment("table4").profile("smoke"), SUBSET)
+    for spec, (_, row) in zip(specs, ours.iterrows(), strict=True):
+        tested = json.loads((smoke["runs"] / run_id(spec) / "run.json").read_text())["evaluations"]
+        assert float(row["ours top-1"]) == pytest.approx(tested["multiscale"]["top1_error"])
+        assert float(row["ours top-5"]) == pytest.approx(tested["multiscale"]["top5_error"])
+    spec = specs[0]
     record = json.loads((smoke["runs"] / run_id(spec) / "run.json").read_text())
     assert record["evaluations"].keys() == {"10crop", "multiscale"}  # trained once, tested for both tables
     assert (smoke["runs"] / run_id(spec) / "probabilities-multiscale.pt").is_file()
@@ -111,6 +116,17 @@ def test_table5_averages_the_members_and_says_the_paper_used_the_test_server(smo
     assert "test-server result" in page and "not directly comparable" in page
 
 
+def test_table5_is_the_top5_error_of_the_averaged_probabilities(smoke):
+    from resnet_repro.evaluation import top_k_errors
+    from resnet_repro.testing import read_probabilities
+
+    specs = plan_runs(load_experiment("table5"), load_experiment("table5").profile("smoke"), SUBSET)
+    held = [read_probabilities(smoke["runs"] / run_id(s), "multiscale") for s in specs]
+    average = sum(h["probabilities"].float() for h in held) / len(held)
+    table = pd.read_csv(smoke["results"] / "table5" / "table5-smoke.csv")
+    assert table["top-5 (%)"].iloc[-1] == pytest.approx(top_k_errors(average, held[0]["labels"])[5])
+
+
 def test_table5_members_pick_the_ensemble(smoke, tmp_path):
     argv = ["report", "table5", "--profile", "smoke", "--runs-dir", str(smoke["runs"]), "--subset", str(len(WNIDS))]
     assert main([*argv, "--results-dir", str(tmp_path), "--members", "resnet50,resnet152"]) == 0
@@ -124,6 +140,45 @@ def test_a_second_run_of_an_artifact_neither_trains_nor_tests_again(smoke, capsy
     assert main([*argv, "--wandb", "off", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "4 runs, 0 to train" in out and "testing the last iterate" not in out
+
+
+def test_a_limited_or_stale_test_is_done_again(smoke, capsys):
+    spec = plan_runs(load_experiment("table2"), load_experiment("table2").profile("smoke"), SUBSET)[0]
+    path = smoke["runs"] / run_id(spec) / "run.json"
+    record = json.loads(path.read_text())
+    record["evaluations"]["10crop"]["limit"] = 2  # as `resnet-repro evaluate --limit 2` records it
+    path.write_text(json.dumps(record))
+    argv = ["run", "table2", "--profile", "smoke", "--data", str(smoke["root"]), "--subset", str(len(WNIDS))]
+    argv += ["--workers", "0", "--runs-dir", str(smoke["runs"]), "--results-dir", str(smoke["results"])]
+    assert main([*argv, "--wandb", "off", "--no-progress"]) == 0
+    assert capsys.readouterr().out.count("testing the last iterate with the 10crop protocol") == 1
+    assert json.loads(path.read_text())["evaluations"]["10crop"]["limit"] is None
+
+
+def test_imagenet_table_means_over_the_tested_seeds_and_says_what_is_untested():
+    from resnet_repro import paper, tables
+
+    summary = pd.DataFrame(
+        {
+            "run_id": ["a", "b", "c"],
+            "model": ["resnet34", "resnet34", "plain34"],
+            "variant": ["A", "A", ""],
+            "profile": ["paper"] * 3,
+            "10crop_top1_error": [25.0, 27.0, float("nan")],
+            "10crop_top5_error": [8.0, 9.0, float("nan")],
+        }
+    )
+    table = tables.imagenet_table(summary, paper.TABLE3, "10crop").set_index("method")
+    assert table.loc["ResNet-34 A", "ours top-1"] == 26.0 and table.loc["ResNet-34 A", "seeds"] == 2
+    assert table.loc["ResNet-34 A", "ours − paper (top-1)"] == pytest.approx(26.0 - 25.03)
+    assert (
+        table.loc["plain-34", "seeds"] == 0
+        and "1 trained run(s) not yet tested with 10crop" in table.loc["plain-34", "note"]
+    )
+    assert (
+        table.loc["ResNet-50", "note"].endswith("not run")
+        and table.loc["VGG-16 [41]", "note"] == "quoted from the paper"
+    )
 
 
 def test_run_list_gives_each_imagenet_runs_cost(capsys):

@@ -98,7 +98,6 @@ def test_plateau_drops_follow_the_logged_test_errors_and_are_recorded(tiny_cifar
 def test_plateau_state_survives_a_resume(tiny_cifar_archive, cifar_cache_root, tmp_path, monkeypatch):
     spec = tiny_spec(tiny_cifar_archive, cifar_cache_root)
     whole = run(spec, tmp_path / "whole")
-    stopped = dataclasses.replace(spec, schedule=spec.schedule)  # same spec; stop it at iteration 12
     from resnet_repro import training
 
     original = training._StopOnSignal.on_train_batch_end
@@ -110,8 +109,8 @@ def test_plateau_state_survives_a_resume(tiny_cifar_archive, cifar_cache_root, t
 
     with monkeypatch.context() as patch:
         patch.setattr(training._StopOnSignal, "on_train_batch_end", stop_at_12)
-        assert run(stopped, tmp_path / "resumed")["status"] == "interrupted"
-    resumed = run(stopped, tmp_path / "resumed", resume=True)
+        assert run(spec, tmp_path / "resumed")["status"] == "interrupted"  # stopped at 12, an evaluation step
+    resumed = run(spec, tmp_path / "resumed", resume=True)
     assert resumed["lr_drops"] == whole["lr_drops"]
     assert resumed["final"]["test/error"] == pytest.approx(whole["final"]["test/error"])
 
@@ -208,6 +207,13 @@ def test_cifar_nets_keep_their_paper_defaults_and_run_ids():
 def test_train_command_refuses_flags_of_the_other_dataset(model, argv, message):
     with pytest.raises(UserError, match=message):
         spec_from_args(parse(*argv), model)
+
+
+def test_plateau_rule_and_milestones_are_one_or_the_other():
+    with pytest.raises(UserError, match="give it or --milestones, not both"):
+        spec_from_args(parse("--lr-plateau", "3", "--milestones", "10,20"), "resnet34")
+    with pytest.raises(UserError, match="give it or --milestones, not both"):
+        TrainSpec(schedule=Schedule(plateau=2)).validate()
 
 
 def test_plateau_patience_and_precise_bn_are_checked():

@@ -20,6 +20,8 @@ from resnet_repro.spec import run_id
 # PFLOP of training) took 82 min side by side; training alone reaches ~150 (results/benchmarks/).
 # Used only to print rough cost estimates.
 CPU_GFLOPS = 100.0
+# A CIFAR-10 artifact runs its CPU-sized profile unless told otherwise; an ImageNet user has GPUs and wants the paper's.
+DEFAULT_PROFILE = {"cifar10": "quick", "imagenet": "paper"}
 # Training rate of ResNet-18/34/50 at 224x224 on the same 2-core CPU, 25-37 GFLOP/s while other processes used
 # 67% of it (results/benchmarks/imagenet-training.md): a rough figure, for ImageNet runs.
 IMAGENET_CPU_GFLOPS = 31.0
@@ -27,7 +29,7 @@ IMAGENET_CPU_GFLOPS = 31.0
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     profiles = "; ".join(f"{d}: {', '.join(p)}" for d, p in DATASET_PROFILES.items())
-    parser.add_argument("--profile", default="quick", help=f"{profiles} (default: quick)")
+    parser.add_argument("--profile", default=None, help=f"{profiles} (default: quick for CIFAR-10, paper for ImageNet)")
     parser.add_argument(
         "--only", default=None, help="train just this run (a run id or model name), e.g. for one job of a cluster array"
     )
@@ -62,8 +64,9 @@ def run(args) -> int:
             raise UserError(f"name an artifact ({', '.join(list_experiments())}) or pass --list")
         for artifact in list_experiments():
             experiment = load_experiment(artifact)
-            if args.profile in DATASET_PROFILES[experiment.dataset]:
-                print_plan(experiment, args.profile)
+            name = args.profile or DEFAULT_PROFILE[experiment.dataset]
+            if name in DATASET_PROFILES[experiment.dataset]:
+                print_plan(experiment, name)
             else:
                 names = ", ".join(DATASET_PROFILES[experiment.dataset])
                 print(f"{artifact}: no {args.profile} profile ({experiment.dataset} profiles: {names})")
@@ -85,9 +88,9 @@ def execute(experiment: Experiment, args) -> int:
     from resnet_repro.tables import format_duration
 
     stop_at = deadline(args)
-    profile = experiment.profile(args.profile)
+    profile = experiment.profile(args.profile or DEFAULT_PROFILE[experiment.dataset])
     if args.list:
-        print_plan(experiment, args.profile)
+        print_plan(experiment, profile.name)
         return 0
     if args.jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {args.jobs}")

@@ -179,6 +179,8 @@ def spec_from_args(args, model: str) -> TrainSpec:
     else:
         schedule = dataclasses.replace(schedule, max_iters=iterations, milestones=args.milestones)
     if args.lr_plateau is not None:
+        if args.milestones is not None:
+            raise UserError("--lr-plateau decides the lr drops itself: give it or --milestones, not both")
         schedule = dataclasses.replace(schedule, milestones=())  # the rule decides the drops
     if dataset == "imagenet":
         if args.val_split or args.normalize != "per-pixel-mean" or not args.augment or args.allow_partial:

@@ -520,8 +520,9 @@ class ImageNetDataModule(pl.LightningDataModule):
 
     def normalize_any_size(self, x: torch.Tensor) -> torch.Tensor:
         """Images of any size on the 0..255 scale minus the mean image's channel means (multiscale protocol)."""
-        # The per-pixel mean is a crop-sized image: it cannot be subtracted from whole images at other sizes
-        # (fully-convolutional, multi-scale testing), so only its per-channel means apply there.
+        # DEVIATION (paper: the per-pixel mean, and whole images at five scales, not saying how the two meet):
+        # the mean is a crop-sized image and cannot be subtracted from whole images at other sizes, so
+        # multi-scale testing subtracts its per-channel means.
         return x.float() / 255 - self.mean.to(x.device).mean(dim=(1, 2), keepdim=True)
 
     # -- checkpoints --------------------------------------------------------------------------
