@@ -187,3 +187,27 @@ def test_run_list_gives_each_imagenet_runs_cost(capsys):
     assert out.count("600000 iterations") == 7 and "PFLOP" in out
     assert main(["run", "--list", "--profile", "quick"]) == 0
     assert "fig4: no quick profile (imagenet profiles: paper, smoke)" in capsys.readouterr().out
+
+
+def test_no_protocol_test_starts_after_a_stop(smoke, monkeypatch):
+    # Ctrl-C, SIGTERM or --stop-after ended the training part: the command must stop, not begin hours of testing.
+    from resnet_repro import runner, testing
+    from resnet_repro.training import Hardware
+
+    spec = plan_runs(load_experiment("table2"), load_experiment("table2").profile("smoke"), SUBSET)[0]
+    path = smoke["runs"] / run_id(spec) / "run.json"
+    record = json.loads(path.read_text())
+    del record["evaluations"]["10crop"]
+    path.write_text(json.dumps(record))  # a finished run, not yet tested
+    monkeypatch.setattr(runner, "train_runs", lambda todo, options, jobs=1: [{"status": "interrupted", "run_id": "x"}])
+    monkeypatch.setattr(testing, "evaluate_run", lambda *a, **k: pytest.fail("tested after a stop"))
+    experiment = load_experiment("table2")
+    records = runner.run_experiment(
+        experiment,
+        experiment.profile("smoke"),
+        runs_dir=smoke["runs"],
+        data=ImageNetConfig(str(smoke["root"]), subset=len(WNIDS), workers=0),
+        hardware=Hardware("cpu"),
+        progress=False,
+    )
+    assert records[0]["status"] == "interrupted" and "10crop" not in json.loads(path.read_text())["evaluations"]
