@@ -286,7 +286,7 @@ def _errors(path: Path, n: int) -> dict:
     }
 
 
-def summary(tree: dict, out: Path, run_dir: Path, args, walls: dict) -> str:
+def summary(tree: dict, out: Path, run_dir: Path, walls: dict) -> str:
     """The check's result as Markdown: data, budget, speed, the curves' ends, the protocols vs chance, wall times."""
     from resnet_repro.records import read_run
     from resnet_repro.tables import format_duration
@@ -328,30 +328,37 @@ def summary(tree: dict, out: Path, run_dir: Path, args, walls: dict) -> str:
             f"{format_duration(wall) if wall is not None else format_duration(result['seconds']) + ' (earlier)'} |"
         )
     lines.append(f"| chance (10 classes) | | {CHANCE['top1']:.0f}% | {CHANCE['top5']:.0f}% | |")
-    center = evaluations.get("center")
-    if center is not None:
+    # A --limit'ed protocol is compared with the others on the same images, from the saved probabilities.
+    limit = (evaluations.get("multiscale") or {}).get("limit")
+    same = None
+    if limit is not None and all((evaluations.get(p) or {}).get("probabilities") for p in PROTOCOLS):
+        n = evaluations["multiscale"]["images"]
+        same = {p: _errors(run_dir / evaluations[p]["probabilities"], n) for p in PROTOCOLS}
+        lines += [
+            "",
+            f"On the first {n} val images, the ones multiscale tested (evaluate --limit takes them in class order: "
+            f"{', '.join(sorted(set(same['multiscale']['classes'])))}), top-1 / top-5 error: "
+            + "; ".join(f"{p} {e['top1']:.2f}% / {e['top5']:.2f}%" for p, e in same.items()),
+        ]
+    if "center" in evaluations:
         lines.append("")
         for protocol in PROTOCOLS[1:]:
             if (result := evaluations.get(protocol)) is None:
                 continue
+            on_same = result["images"] != evaluations["center"]["images"]
+            if on_same and same is None:
+                continue  # no per-image probabilities to compare on the same images
             parts = []
             for k in ("top1", "top5"):
-                ours, theirs = result[f"{k}_error"], center[f"{k}_error"]
+                ours, theirs = (
+                    (same[protocol][k], same["center"][k])
+                    if on_same
+                    else (result[f"{k}_error"], evaluations["center"][f"{k}_error"])
+                )
                 word = "beats" if ours < theirs else "ties" if ours == theirs else "loses to"
                 parts.append(f"{k} {ours:.2f}% vs {theirs:.2f}% ({ours - theirs:+.2f} points: {word} it)")
-            note = "" if result["images"] == center["images"] else f" (on its first {result['images']} val images only)"
+            note = f" (on the same first {result['images']} val images)" if on_same else ""
             lines.append(f"- {protocol} vs the centre crop{note}: " + "; ".join(parts))
-    limited = evaluations.get("multiscale", {}).get("limit")
-    if limited is not None and all((evaluations.get(p) or {}).get("probabilities") for p in PROTOCOLS):
-        n = evaluations["multiscale"]["images"]
-        same = {p: _errors(run_dir / evaluations[p]["probabilities"], n) for p in PROTOCOLS}
-        classes = sorted(set(same["multiscale"]["classes"]))
-        lines += [
-            "",
-            f"On the first {n} val images only (evaluate --limit takes them in class order: {', '.join(classes)}), "
-            "all three protocols (top-1 / top-5 error): "
-            + "; ".join(f"{p} {e['top1']:.2f}% / {e['top5']:.2f}%" for p, e in same.items()),
-        ]
     lines += ["", "Wall times: " + "; ".join(f"{k} {format_duration(v)}" for k, v in walls.items()) + "."]
     return "\n".join(lines) + "\n"
 
@@ -411,7 +418,7 @@ def check(args) -> int:
             if status != 0:
                 print(f"learning check: `evaluate --protocol {protocol}` failed with exit status {status}")
                 del walls[protocol]
-    text = summary(tree, args.out, run_dir, args, walls)
+    text = summary(tree, args.out, run_dir, walls)
     (run_dir / "learning-check.md").write_text(text)
     print("\n" + text + f"\n(saved as {run_dir / 'learning-check.md'})")
     return 0
