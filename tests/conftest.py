@@ -76,3 +76,15 @@ def shared_cifar_path() -> Path:
 def real_cifar(shared_cifar_path, cifar_cache_root):
     """CifarArrays of the real shared copy, decoded once per test session (about 8 s on 2 cores)."""
     return load_cifar10(shared_cifar_path, cifar_cache_root, progress=False)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test, its threads given back after: on two cores shared with other work, two
+    OpenMP threads per test process oversubscribe them (the evaluation tests ran about 5x slower)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

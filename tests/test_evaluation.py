@@ -84,13 +84,8 @@ def tree(root: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: beside the training runs that share these 2 cores, two OpenMP threads per test
-    process oversubscribe them and ran these tests about 5x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_torch_thread):
+    """Every test here on one torch thread (conftest.one_torch_thread)."""
 
 
 @pytest.fixture(scope="module")
