@@ -30,6 +30,8 @@ never edited by hand. Every artifact says its profile: **quick** and **smoke** r
 schedule on a CPU and are never the paper's Sec. 4.2 protocol; only **paper** results are comparable digit
 for digit with the paper (and even then, on the JPEG copy of CIFAR-10, they sit somewhat higher: see the
 README's "Data" section). Every departure from the paper is listed in [deviations.md](deviations.md).
+A run still in progress may carry `checkpoints/last.ckpt` beside its logs (`report --keep-checkpoints`):
+copy its folder into a runs directory and run the same command to continue it.
 """
 LEDGER_LINK = "Departures from the paper: [deviations.md](../deviations.md) (`resnet-repro deviations`)."
 
@@ -95,11 +97,13 @@ def render_experiment(
     wandb: str = "off",
     members: tuple[str, ...] = (),
     data=None,
+    keep_checkpoints: bool = False,
 ) -> list[Path]:
     """Write the artifact's files for `profile` from the finished runs under `runs_dir`; return them.
 
     `data`: the dataset config the runs were planned with, where it enters their identity (ImageNet's
-    `--subset`); None: the default."""
+    `--subset`); None: the default. `keep_checkpoints`: results/runs/ also takes the checkpoint of each
+    run still in progress (see RunDir.copy_logs)."""
     if experiment.render not in RENDERERS:
         raise UserError(f"{experiment.id} names renderer {experiment.render!r}; known: {', '.join(RENDERERS)}")
     planned = plan_variants(experiment, profile, data)
@@ -168,7 +172,7 @@ def render_experiment(
         "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
     write_text(out / f"{experiment.id}-{profile.name}-provenance.json", json.dumps(provenance, indent=2) + "\n")
-    keep_records(runs_dir, sorted(found | set(in_progress)), results_dir / "runs")
+    keep_records(runs_dir, sorted(found | set(in_progress)), results_dir / "runs", checkpoints=keep_checkpoints)
     if wandb != "off":
         from resnet_repro import wandb_logging
 
@@ -178,13 +182,15 @@ def render_experiment(
     return written
 
 
-def keep_records(runs_dir: Path, run_ids: list[str], dest: Path) -> None:
-    """Copy the runs' logs (run.json, metrics*.csv; never checkpoints) into results/runs/, so that
-    `resnet-repro report --runs-dir results/runs` rebuilds every committed artifact from a clean clone."""
+def keep_records(runs_dir: Path, run_ids: list[str], dest: Path, *, checkpoints: bool = False) -> None:
+    """Copy the runs' logs (run.json, metrics*.csv) into results/runs/, so that
+    `resnet-repro report --runs-dir results/runs` rebuilds every committed artifact from a clean clone.
+
+    `checkpoints`: runs still in progress also take their checkpoint, for a run continued elsewhere."""
     if dest.resolve() == Path(runs_dir).resolve():
         return
     for run in run_ids:
-        RunDir(Path(runs_dir) / run).copy_logs(dest)
+        RunDir(Path(runs_dir) / run).copy_logs(dest, with_checkpoint=checkpoints)
 
 
 def _ylim(profile: Profile, curves: pd.DataFrame, dataset: str = "cifar10") -> tuple[float, float]:

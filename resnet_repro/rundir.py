@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 
 from resnet_repro.errors import RunLockedError, UserError
-from resnet_repro.files import write_json
+from resnet_repro.files import atomic_path, write_json
 from resnet_repro.spec import TrainSpec, spec_digest
 
-# The files that make a run's logs, copied to results/runs/ (never checkpoints).
+# The files that make a run's logs, copied to results/runs/ (with a checkpoint only when asked, see copy_logs).
 LOG_FILES = ("run.json", "metrics*.csv")
 
 
@@ -119,14 +119,28 @@ class RunDir:
             for path in self.path.glob(pattern):
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
 
-    def copy_logs(self, dest: Path) -> None:
-        """Copy the run's logs (never checkpoints) into `dest`/<run id>/, for readers on other machines:
-        the record's paths to this machine's data and cache are cut to their file names."""
+    def copy_logs(self, dest: Path, *, with_checkpoint: bool = False) -> None:
+        """Copy the run's logs into `dest`/<run id>/, for readers on other machines: the record's paths to
+        this machine's data and cache are cut to their file names.
+
+        `with_checkpoint`: a run still in progress also takes its checkpoint, so that another machine (or
+        a later session on a fresh one) resumes it from the copy. A finished run never does, and a copy
+        older than these logs is removed, so the logs and the checkpoint beside them always agree.
+        """
         target = Path(dest) / self.name
         target.mkdir(parents=True, exist_ok=True)
         for path in self.metrics_parts():
             shutil.copy2(path, target / path.name)
-        write_json(target / "run.json", shareable(self.read_record()))
+        record = self.read_record()
+        resumable = with_checkpoint and record.get("status") != "finished" and self.checkpoint.exists()
+        kept = RunDir(target).checkpoint
+        if resumable:
+            kept.parent.mkdir(exist_ok=True)
+            with atomic_path(kept) as tmp:
+                shutil.copy2(self.checkpoint, tmp)
+        elif kept.parent.exists():
+            shutil.rmtree(kept.parent)
+        write_json(target / "run.json", shareable(record))
 
     def metrics_parts(self) -> list[Path]:
         """metrics-0.csv, metrics-1.csv, ... (earlier parts of a resumed run), then metrics.csv."""

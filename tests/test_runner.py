@@ -343,3 +343,36 @@ def test_report_draws_a_run_in_progress_up_to_where_it_stopped(fig1, tmp_path):
     curves = pd.read_csv(results / "fig1" / "fig1-smoke-curves.csv")
     assert set(curves["run_id"]) == {runs["plain20"].name, runs["plain56"].name}
     assert (results / "runs" / runs["plain20"].name / "metrics.csv").is_file()  # its logs kept, to rebuild the page
+
+
+def test_report_keep_checkpoints_carries_only_a_run_in_progress(fig1, tmp_path):
+    # A run continued on another machine (or in a later session on a fresh one) travels in results/runs/.
+    runs = copy_fig1_runs(fig1, tmp_path / "runs")
+    record_path = runs["plain20"] / "run.json"
+    finished = json.loads(record_path.read_text())
+    record_path.write_text(json.dumps({**finished, "status": "interrupted", "iterations": 3, "final": {}}))
+    results = tmp_path / "results"
+    report = [
+        "report",
+        "fig1",
+        "--profile",
+        "smoke",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--results-dir",
+        str(results),
+    ]
+
+    assert main([*report, "--keep-checkpoints"]) == 0
+    kept = results / "runs" / runs["plain20"].name / "checkpoints" / "last.ckpt"
+    assert kept.read_bytes() == (runs["plain20"] / "checkpoints" / "last.ckpt").read_bytes()
+    assert (runs["plain56"] / "checkpoints" / "last.ckpt").exists()  # finished: its checkpoint stays behind
+    assert not (results / "runs" / runs["plain56"].name / "checkpoints").exists()
+
+    # Once the run has finished (or is reported without the flag), the copy goes: logs and checkpoint agree.
+    record_path.write_text(json.dumps(finished))
+    assert main([*report, "--keep-checkpoints"]) == 0
+    assert not kept.parent.exists()
+    record_path.write_text(json.dumps({**finished, "status": "interrupted", "iterations": 3, "final": {}}))
+    assert main([*report, "--keep-checkpoints"]) == 0 and kept.exists()
+    assert main(report) == 0 and not kept.parent.exists()

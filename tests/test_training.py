@@ -886,6 +886,16 @@ def test_train_resumes_a_moved_run_directory_in_place(uninterrupted_run, tmp_pat
     assert sha256(original / "checkpoints" / "last.ckpt") == before, "resuming the copy wrote to the original"
 
 
+def test_train_resumes_from_the_copy_that_results_runs_keeps(uninterrupted_run, tmp_path, monkeypatch):
+    # `report --keep-checkpoints`: a clean clone elsewhere copies results/runs/<id> into its runs directory.
+    spec, reference, reference_dir = uninterrupted_run
+    interrupted_run(spec, tmp_path / "machine-a" / "run", 9, monkeypatch)
+    RunDir(tmp_path / "machine-a" / "run").copy_logs(tmp_path / "results" / "runs", with_checkpoint=True)
+    elsewhere = tmp_path / "machine-b" / "run"
+    shutil.copytree(tmp_path / "results" / "runs" / "run", elsewhere)
+    assert_same_run(elsewhere, run(spec, elsewhere, resume=True), reference_dir, reference)
+
+
 def test_train_resume_of_a_finished_run_changes_nothing(finished_run, capsys):
     spec, record, run_dir = finished_run
     logs = {

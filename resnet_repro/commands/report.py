@@ -24,6 +24,13 @@ def register(subparsers) -> None:
     parser.add_argument("--runs-dir", default="runs")
     parser.add_argument("--results-dir", default="results")
     parser.add_argument(
+        "--keep-checkpoints",
+        action="store_true",
+        help="also copy the checkpoint of each run still in progress into RESULTS_DIR/runs/, so a clean clone "
+        "on another machine resumes it (copy the run's folder into its --runs-dir and run the same command); "
+        "a run's copy is removed once it finishes",
+    )
+    parser.add_argument(
         "--wandb",
         choices=["on", "offline", "off"],
         default="off",
@@ -76,6 +83,7 @@ def run(args) -> int:
                     wandb=args.wandb,
                     members=members,
                     data=_data(experiment, args.subset),
+                    keep_checkpoints=args.keep_checkpoints,
                 )
             except NoRunsError:
                 continue  # no finished runs of this artifact under this profile (a corrupt log is an error)
