@@ -20,7 +20,9 @@ Steps start only with enough of the budget left; the jobs step and the artifacts
 (an artifact that overruns is interrupted as by Ctrl-C, so its runs checkpoint), while throughput.py runs
 to its end, kept short by its sizes. The runs are cached and resume from their checkpoints, so the same
 command continues them until fig6 and table6 render into the session folder; on a machine that does not
-keep its disk between loans, keep --runs-dir where it is copied back and forth. Exit status: 0 when no
+keep its disk between loans, the session folder's runs/ holds each artifact run's logs and, while unfinished,
+its checkpoint: keep them with `resnet-repro report ARTIFACT --runs-dir <that folder> --keep-checkpoints`, and
+the next session continues them from the checkout's results/runs/ (--resume-from). Exit status: 0 when no
 step failed (steps skipped for lack of time included), 1 when one did, 2 on a mistake in the command,
 130 on Ctrl-C.
 """
@@ -400,11 +402,16 @@ def step_artifact(session: Session, artifact: str) -> Outcome:
     command += ["--accelerator", mode.accelerator, "--jobs", str(jobs), "--stop-after", f"{stop_after:.0f}"]
     command += ["--runs-dir", str(args.runs_dir), "--results-dir", str(session.out), "--wandb", "off", "--no-progress"]
     command += _data_flags(args, partial=False)  # the profile decides whether a partial copy will do
+    continued = continue_runs(args.resume_from, artifact, args.profile, Path(args.runs_dir))
     log = session.out / f"{artifact}.log"
     status = run_logged(command, log, timeout=stop_after + mode.grace, grace=mode.grace)
     progress = run_progress(artifact, args.profile, Path(args.runs_dir))
     done = sum(p["status"] == "finished" for p in progress)
+    carried = carry_back(artifact, args.profile, Path(args.runs_dir), session.out / "runs")
     details = [
+        *continued,
+        *(["", f"Their logs, and the checkpoints of unfinished ones, are in runs/: {carried}."] if carried else []),
+        "",
         f"`{shlex.join(['resnet-repro', *command[3:]])}` (exit status {status}):",
         "",
         "| run | status | iterations |",
@@ -412,12 +419,14 @@ def step_artifact(session: Session, artifact: str) -> Outcome:
         *(f"| {p['run_id']} | {p['status']} | {p['iterations']} / {p['max_iters']} |" for p in progress),
     ]
     if status == 0:
-        return Outcome(f"all {len(progress)} runs finished; rendered {artifact}/", [log.name, artifact], details)
+        return Outcome(
+            f"all {len(progress)} runs finished; rendered {artifact}/", [log.name, artifact, "runs"], details
+        )
     if status == EXIT_TIME_LIMIT:
         return Outcome(
             f"time limit reached after --stop-after {stop_after:.0f}: {done}/{len(progress)} runs finished; "
             "run the session again to continue",
-            [log.name],
+            [log.name, *(["runs"] if carried else [])],
             details,
         )
     raise StepError(f"resnet-repro run {artifact} exited with status {status}: {_last_line(log.read_text())}")
@@ -462,6 +471,39 @@ def _stop_group(proc: subprocess.Popen, grace: float) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+def continue_runs(source: Path | None, artifact: str, profile: str, runs_dir: Path) -> list[str]:
+    """Copy into `runs_dir` each unfinished run of the artifact that `source` holds further along, checkpoint
+    included (`resnet-repro report --keep-checkpoints` keeps it in results/runs/): a run begun on another
+    machine, or on an earlier loan whose disk is gone, continues here. One line per run copied."""
+    if source is None or not source.is_dir() or source.resolve() == runs_dir.resolve():
+        return []
+    ours = {p["run_id"]: p for p in run_progress(artifact, profile, runs_dir)}
+    lines = []
+    for theirs in run_progress(artifact, profile, source):
+        rid, mine = theirs["run_id"], ours[theirs["run_id"]]
+        resumable = theirs["status"] == "interrupted" and (source / rid / "checkpoints" / "last.ckpt").exists()
+        further = mine["status"] != "finished" and not (
+            mine["iterations"] != "–" and mine["iterations"] >= theirs["iterations"]
+        )
+        if resumable and further:
+            shutil.rmtree(runs_dir / rid, ignore_errors=True)
+            shutil.copytree(source / rid, runs_dir / rid)
+            lines.append(f"Continued {rid} from {source} at iteration {theirs['iterations']}.")
+    return lines
+
+
+def carry_back(artifact: str, profile: str, runs_dir: Path, dest: Path) -> int:
+    """Copy the artifact's runs' logs into `dest`, with the checkpoint of each unfinished one, so a machine
+    that keeps nothing between loans hands them back in the session folder; how many runs were copied."""
+    from resnet_repro.report import keep_records
+
+    started = [
+        p["run_id"] for p in run_progress(artifact, profile, runs_dir) if (runs_dir / p["run_id"] / "run.json").exists()
+    ]
+    keep_records(runs_dir, started, dest, checkpoints=True)
+    return len(started)
 
 
 def run_progress(artifact: str, profile: str, runs_dir: Path) -> list[dict]:
@@ -601,6 +643,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         help="persistent runs of the artifacts (default ~/.cache/resnet-repro-runs/<profile>)",
+    )
+    parser.add_argument(
+        "--resume-from",
+        type=Path,
+        default=REPO / "results" / "runs",
+        help="where unfinished runs kept by `report --keep-checkpoints` are continued from, when --runs-dir holds "
+        "them less far along (default: the checkout's results/runs/)",
     )
     parser.add_argument("--profile", default=None, help="the artifacts' profile (default paper; --cpu-smoke: smoke)")
     parser.add_argument(

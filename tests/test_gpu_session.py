@@ -2,6 +2,8 @@
 
 import importlib.util
 import json
+import os
+import signal
 from pathlib import Path
 
 import pandas as pd
@@ -127,3 +129,45 @@ def test_gpu_session_gpu_sizes_are_flags_throughput_accepts(gpu_session):
         assert set(mode.needs) <= set(gpu_session.STEPS)
     assert gpu_session.GPU.budget == 540 and gpu_session.GPU.profile == "paper"
     assert gpu_session.GPU.jobs_sweep == "1,2,4,8" and gpu_session.SMOKE.jobs_sweep == "1,2"
+
+
+def test_gpu_session_continues_a_kept_run_and_hands_it_back(gpu_session, smoke_args, tmp_path, monkeypatch):
+    # A machine that keeps nothing between loans: a run begun elsewhere comes in from the checkout's
+    # results/runs/ (--resume-from), and goes back out in the session folder with its checkpoint.
+    from resnet_repro.cli import main
+    from resnet_repro.module import ClassifierModule
+
+    original = ClassifierModule.on_train_batch_start
+
+    def ctrl_c(self, batch, batch_idx):
+        if self.global_step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, batch, batch_idx)
+
+    elsewhere = tmp_path / "elsewhere"
+    data = {flag: smoke_args[smoke_args.index(flag) + 1] for flag in ("--data", "--data-root")}
+    begun = ["run", "fig6", "--profile", "smoke", "--only", "resnet20", "--runs-dir", str(elsewhere), "--wandb", "off"]
+    begun += ["--data", data["--data"], "--data-root", data["--data-root"], "--no-progress"]
+    begun += ["--results-dir", str(tmp_path / "elsewhere-results"), "--threads", "1"]
+    with monkeypatch.context() as patch:
+        patch.setattr(ClassifierModule, "on_train_batch_start", ctrl_c)
+        assert main(begun) == 130
+    [rid] = [p.name for p in elsewhere.iterdir()]
+    checkpoint = (elsewhere / rid / "checkpoints" / "last.ckpt").read_bytes()
+
+    # Loan 1 trains nothing (--stop-after 0) and still hands the run back, checkpoint and all.
+    first = [*smoke_args, "--steps", "fig6", "--stop-after", "0", "--resume-from", str(elsewhere)]
+    assert gpu_session.main(first) == 0
+    handed = tmp_path / "session" / "runs" / rid
+    assert (handed / "checkpoints" / "last.ckpt").read_bytes() == checkpoint
+    assert f"Continued {rid} from {elsewhere} at iteration 3." in (tmp_path / "session" / "session.md").read_text()
+
+    # Loan 2, a fresh machine: continues it from what loan 1 handed back and finishes it.
+    second = [a if a != str(tmp_path / "runs") else str(tmp_path / "runs-2") for a in smoke_args]
+    second = [a if a != str(tmp_path / "session") else str(tmp_path / "session-2") for a in second]
+    assert gpu_session.main([*second, "--steps", "fig6", "--resume-from", str(tmp_path / "session" / "runs")]) == 0
+    resumed = tmp_path / "runs-2" / rid
+    assert json.loads((resumed / "run.json").read_text())["status"] == "finished"
+    assert (resumed / "metrics-0.csv").exists(), "it was trained again from the start, not resumed"
+    back = tmp_path / "session-2" / "runs" / rid
+    assert (back / "run.json").exists() and not (back / "checkpoints").exists()  # finished: logs only
