@@ -123,16 +123,17 @@ class RunDir:
         """Copy the run's logs into `dest`/<run id>/, for readers on other machines: the record's paths to
         this machine's data and cache are cut to their file names.
 
-        `with_checkpoint`: a run still in progress also takes its checkpoint, so that another machine (or
-        a later session on a fresh one) resumes it from the copy. A finished run never does, and a copy
-        older than these logs is removed, so the logs and the checkpoint beside them always agree.
+        `with_checkpoint`: a run still in progress (interrupted) also takes its checkpoint, so that another
+        machine (or a later session on a fresh one) resumes it from the copy. A finished or diverged run
+        never does, and a copy older than these logs is removed, so the logs and the checkpoint beside
+        them always agree.
         """
         target = Path(dest) / self.name
         target.mkdir(parents=True, exist_ok=True)
         for path in self.metrics_parts():
             shutil.copy2(path, target / path.name)
         record = self.read_record()
-        resumable = with_checkpoint and record.get("status") != "finished" and self.checkpoint.exists()
+        resumable = with_checkpoint and record.get("status") == "interrupted" and self.checkpoint.exists()
         kept = RunDir(target).checkpoint
         if resumable:
             kept.parent.mkdir(exist_ok=True)

@@ -376,3 +376,5 @@ def test_report_keep_checkpoints_carries_only_a_run_in_progress(fig1, tmp_path):
     record_path.write_text(json.dumps({**finished, "status": "interrupted", "iterations": 3, "final": {}}))
     assert main([*report, "--keep-checkpoints"]) == 0 and kept.exists()
     assert main(report) == 0 and not kept.parent.exists()
+    record_path.write_text(json.dumps({**finished, "status": "diverged", "diverged_at": 3, "final": {}}))
+    assert main([*report, "--keep-checkpoints"]) == 0 and not kept.parent.exists()  # nothing worth resuming
