@@ -407,7 +407,7 @@ def step_artifact(session: Session, artifact: str) -> Outcome:
     status = run_logged(command, log, timeout=stop_after + mode.grace, grace=mode.grace)
     progress = run_progress(artifact, args.profile, Path(args.runs_dir))
     done = sum(p["status"] == "finished" for p in progress)
-    carried = carry_back(artifact, args.profile, Path(args.runs_dir), session.out / "runs")
+    carried = carry_back(progress, Path(args.runs_dir), session.out / "runs")
     details = [
         *continued,
         *(["", f"Their logs, and the checkpoints of unfinished ones, are in runs/: {carried}."] if carried else []),
@@ -484,24 +484,22 @@ def continue_runs(source: Path | None, artifact: str, profile: str, runs_dir: Pa
     for theirs in run_progress(artifact, profile, source):
         rid, mine = theirs["run_id"], ours[theirs["run_id"]]
         resumable = theirs["status"] == "interrupted" and (source / rid / "checkpoints" / "last.ckpt").exists()
-        further = mine["status"] != "finished" and not (
-            mine["iterations"] != "–" and mine["iterations"] >= theirs["iterations"]
+        behind = mine["status"] != "finished" and (
+            mine["iterations"] == "–" or mine["iterations"] < theirs["iterations"]
         )
-        if resumable and further:
+        if resumable and behind:
             shutil.rmtree(runs_dir / rid, ignore_errors=True)
             shutil.copytree(source / rid, runs_dir / rid)
             lines.append(f"Continued {rid} from {source} at iteration {theirs['iterations']}.")
     return lines
 
 
-def carry_back(artifact: str, profile: str, runs_dir: Path, dest: Path) -> int:
-    """Copy the artifact's runs' logs into `dest`, with the checkpoint of each unfinished one, so a machine
-    that keeps nothing between loans hands them back in the session folder; how many runs were copied."""
+def carry_back(progress: list[dict], runs_dir: Path, dest: Path) -> int:
+    """Copy the started runs' logs into `dest`, with the checkpoint of each unfinished one, so a machine that
+    keeps nothing between loans hands them back in the session folder; how many runs were copied."""
     from resnet_repro.report import keep_records
 
-    started = [
-        p["run_id"] for p in run_progress(artifact, profile, runs_dir) if (runs_dir / p["run_id"] / "run.json").exists()
-    ]
+    started = [p["run_id"] for p in progress if (runs_dir / p["run_id"] / "run.json").exists()]
     keep_records(runs_dir, started, dest, checkpoints=True)
     return len(started)
 
