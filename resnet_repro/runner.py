@@ -61,26 +61,35 @@ def _worker_init() -> None:
         signal.signal(signum, _note_stop)
 
 
-def _train_one(run: "PendingRun", options: dict) -> dict:
-    """Train one run; a divergence is recorded in its run.json and reported, not raised."""
+def _train_in_worker(run: "PendingRun", options: dict) -> dict:
+    """`_train_one` in a pool worker, which starts no run once a stop signal has reached it."""
     global _STOPPED_BY
+    if _STOPPED_BY is not None:  # Ctrl-C or SIGTERM stopped this worker's earlier run, or came between runs
+        return _not_started(run.run_dir, _STOPPED_BY)
+    record = _train_one(run, options)
+    if record["status"] == "interrupted" and record.get("stopped_by") in _STOP_SIGNALS.values():
+        _STOPPED_BY = record["stopped_by"]
+    return record
+
+
+def _train_one(run: "PendingRun", options: dict) -> dict:
+    """Train one run; a divergence is recorded in its run.json and reported, not raised.
+
+    It keeps no state: a Ctrl-C'd run in this process (a notebook, a script calling `main`) does not stop
+    the next invocation's runs.
+    """
     from resnet_repro.module import NonFiniteLossError
     from resnet_repro.training import RunOptions, train
 
     if options.get("deadline") is not None and time.time() >= options["deadline"]:
         # --stop-after passed before this run had a free slot: no run is started after the time limit.
         return _not_started(run.run_dir, "time limit")
-    if _STOPPED_BY is not None:  # Ctrl-C or SIGTERM stopped this worker's earlier run: start no other
-        return _not_started(run.run_dir, _STOPPED_BY)
     spec = run.spec
     print(f"{run.run_dir}: {'resuming' if run.resume else 'training'} {spec.model} seed {spec.seed}", flush=True)
     try:
-        record = train(
+        return train(
             spec, RunOptions(run_dir=run.run_dir, resume=run.resume, restart=run.restart, **options), run.hardware
         )
-        if record["status"] == "interrupted" and record.get("stopped_by") in _STOP_SIGNALS.values():
-            _STOPPED_BY = record["stopped_by"]
-        return record
     except RunLockedError as exc:  # another process trains it: this artifact goes on without it
         print(f"{run.run_dir}: {exc}", file=sys.stderr)
         return {"run_id": run.run_dir.name, "status": "running elsewhere", "final": {}}
@@ -175,7 +184,7 @@ def _pooled(todo: list["PendingRun"], options: dict, jobs: int, share: int) -> l
     with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"), initializer=_worker_init) as pool:
         futures = [
             pool.submit(
-                _train_one,
+                _train_in_worker,
                 dataclasses.replace(
                     run, hardware=dataclasses.replace(run.hardware, threads=run.hardware.threads or share)
                 ),

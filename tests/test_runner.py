@@ -5,6 +5,7 @@ import errno
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -219,6 +220,31 @@ def test_stop_after_starts_no_run_past_the_deadline_exits_3_and_the_same_command
     records = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*/run.json")]
     assert sorted((r["status"], r["iterations"]) for r in records) == [("finished", 6), ("finished", 6)]
     assert (tmp_path / "results" / "fig1" / "fig1-smoke.png").exists()
+
+
+def test_a_ctrl_c_in_one_invocation_does_not_stop_the_next(workspace, tmp_path, monkeypatch):
+    """A notebook or a script calling `main` twice in one process: Ctrl-C stops the first invocation's run
+    (exit 130), and the next invocation resumes and finishes it instead of starting nothing."""
+    from resnet_repro.module import ClassifierModule
+
+    _, flags = workspace
+    flags = [*flags, "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results")]
+    command = ["run", "fig6", *flags, "--only", "resnet20", "--threads", "1"]
+    original = ClassifierModule.on_train_batch_start
+
+    def ctrl_c(self, batch, batch_idx):
+        if self.global_step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, batch, batch_idx)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ClassifierModule, "on_train_batch_start", ctrl_c)
+        assert main(command) == 130
+    [record_path] = (tmp_path / "runs").glob("*/run.json")
+    assert json.loads(record_path.read_text())["status"] == "interrupted"
+    assert main(command) == 0
+    record = json.loads(record_path.read_text())
+    assert (record["status"], record["iterations"]) == ("finished", 6)
 
 
 def test_stop_after_rejects_a_malformed_duration(capsys):
