@@ -404,7 +404,9 @@ def step_artifact(session: Session, artifact: str) -> Outcome:
     command += _data_flags(args, partial=False)  # the profile decides whether a partial copy will do
     continued = continue_runs(args.resume_from, artifact, args.profile, Path(args.runs_dir))
     log = session.out / f"{artifact}.log"
-    status = run_logged(command, log, timeout=stop_after + mode.grace, grace=mode.grace)
+    # Stopped by force only when the session's budget is spent: a --stop-after shorter than the budget still
+    # leaves the run the rest of it to start up, checkpoint and render (slow on a busy machine).
+    status = run_logged(command, log, timeout=max(session.left(), stop_after + mode.grace), grace=mode.grace)
     progress = run_progress(artifact, args.profile, Path(args.runs_dir))
     done = sum(p["status"] == "finished" for p in progress)
     carried = carry_back(progress, Path(args.runs_dir), session.out / "runs")
