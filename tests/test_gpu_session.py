@@ -171,3 +171,18 @@ def test_gpu_session_continues_a_kept_run_and_hands_it_back(gpu_session, smoke_a
     assert (resumed / "metrics-0.csv").exists(), "it was trained again from the start, not resumed"
     back = tmp_path / "session-2" / "runs" / rid
     assert (back / "run.json").exists() and not (back / "checkpoints").exists()  # finished: logs only
+
+
+def test_gpu_session_a_short_stop_after_leaves_the_run_the_rest_of_the_budget(gpu_session, smoke_args, monkeypatch):
+    # --stop-after limits training only: starting up, checkpointing and rendering may take the rest of the
+    # budget (a busy machine needs more than the grace), and only a run still going then is stopped by force.
+    given = {}
+
+    def run_logged(command, log, timeout, grace):
+        given.update(stop_after=command[command.index("--stop-after") + 1], timeout=timeout, grace=grace)
+        return gpu_session.EXIT_TIME_LIMIT
+
+    monkeypatch.setattr(gpu_session, "run_logged", run_logged)
+    assert gpu_session.main([*smoke_args, "--steps", "fig6", "--stop-after", "0"]) == 0
+    assert given["stop_after"] == "0" and given["grace"] == gpu_session.SMOKE.grace
+    assert gpu_session.SMOKE.budget - 30 < given["timeout"] <= gpu_session.SMOKE.budget
