@@ -1,5 +1,7 @@
 """Shared fixtures: a tiny generated CIFAR-10 look-alike and the real shared JPEG copy."""
 
+import contextlib
+import os
 import tarfile
 from pathlib import Path
 
@@ -23,6 +25,29 @@ def write_imagefolder(root: Path, *, train: int = 8, test: int = 4, ext: str = "
                 pixels = rng.integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
                 Image.fromarray(pixels).save(folder / f"{i:04d}.{ext}")
     return root
+
+
+@pytest.fixture
+def send_signal(monkeypatch):
+    """Factory: `with send_signal(signal.SIGINT, after=3): ...` sends that real signal to this process during
+    iteration `after` of any run trained inside the block (Ctrl-C, or SIGTERM as SLURM sends it), so `after`
+    iterations finish."""
+    from resnet_repro.module import ClassifierModule
+
+    @contextlib.contextmanager
+    def during(signum: int, after: int):
+        original = ClassifierModule.on_train_batch_start
+
+        def send(self, batch, batch_idx):
+            if self.global_step == after - 1:
+                os.kill(os.getpid(), signum)
+            return original(self, batch, batch_idx)
+
+        with monkeypatch.context() as patch:
+            patch.setattr(ClassifierModule, "on_train_batch_start", send)
+            yield
+
+    return during
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 import importlib.util
 import json
-import os
 import signal
 from pathlib import Path
 
@@ -131,26 +130,17 @@ def test_gpu_session_gpu_sizes_are_flags_throughput_accepts(gpu_session):
     assert gpu_session.GPU.jobs_sweep == "1,2,4,8" and gpu_session.SMOKE.jobs_sweep == "1,2"
 
 
-def test_gpu_session_continues_a_kept_run_and_hands_it_back(gpu_session, smoke_args, tmp_path, monkeypatch):
+def test_gpu_session_continues_a_kept_run_and_hands_it_back(gpu_session, smoke_args, tmp_path, send_signal):
     # A machine that keeps nothing between loans: a run begun elsewhere comes in from the checkout's
     # results/runs/ (--resume-from), and goes back out in the session folder with its checkpoint.
     from resnet_repro.cli import main
-    from resnet_repro.module import ClassifierModule
-
-    original = ClassifierModule.on_train_batch_start
-
-    def ctrl_c(self, batch, batch_idx):
-        if self.global_step == 2:
-            os.kill(os.getpid(), signal.SIGINT)
-        return original(self, batch, batch_idx)
 
     elsewhere = tmp_path / "elsewhere"
     data = {flag: smoke_args[smoke_args.index(flag) + 1] for flag in ("--data", "--data-root")}
     begun = ["run", "fig6", "--profile", "smoke", "--only", "resnet20", "--runs-dir", str(elsewhere), "--wandb", "off"]
     begun += ["--data", data["--data"], "--data-root", data["--data-root"], "--no-progress"]
     begun += ["--results-dir", str(tmp_path / "elsewhere-results"), "--threads", "1"]
-    with monkeypatch.context() as patch:
-        patch.setattr(ClassifierModule, "on_train_batch_start", ctrl_c)
+    with send_signal(signal.SIGINT, after=3):
         assert main(begun) == 130
     [rid] = [p.name for p in elsewhere.iterdir()]
     checkpoint = (elsewhere / rid / "checkpoints" / "last.ckpt").read_bytes()

@@ -222,23 +222,13 @@ def test_stop_after_starts_no_run_past_the_deadline_exits_3_and_the_same_command
     assert (tmp_path / "results" / "fig1" / "fig1-smoke.png").exists()
 
 
-def test_a_ctrl_c_in_one_invocation_does_not_stop_the_next(workspace, tmp_path, monkeypatch):
+def test_a_ctrl_c_in_one_invocation_does_not_stop_the_next(workspace, tmp_path, send_signal):
     """A notebook or a script calling `main` twice in one process: Ctrl-C stops the first invocation's run
     (exit 130), and the next invocation resumes and finishes it instead of starting nothing."""
-    from resnet_repro.module import ClassifierModule
-
     _, flags = workspace
     flags = [*flags, "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results")]
     command = ["run", "fig6", *flags, "--only", "resnet20", "--threads", "1"]
-    original = ClassifierModule.on_train_batch_start
-
-    def ctrl_c(self, batch, batch_idx):
-        if self.global_step == 2:
-            os.kill(os.getpid(), signal.SIGINT)
-        return original(self, batch, batch_idx)
-
-    with monkeypatch.context() as patch:
-        patch.setattr(ClassifierModule, "on_train_batch_start", ctrl_c)
+    with send_signal(signal.SIGINT, after=3):
         assert main(command) == 130
     [record_path] = (tmp_path / "runs").glob("*/run.json")
     assert json.loads(record_path.read_text())["status"] == "interrupted"

@@ -101,20 +101,13 @@ def run(spec: TrainSpec, run_dir: Path, *, resume: bool = False) -> dict:
         torch.set_num_threads(threads)
 
 
-def interrupted_run(spec: TrainSpec, run_dir: Path, after: int, monkeypatch) -> dict:
-    """Train `spec` and press Ctrl-C (a real SIGINT) during iteration `after`, so `after` iterations finish."""
-    original = ClassifierModule.on_train_batch_start
-
-    def ctrl_c(self, batch, batch_idx):
-        if self.global_step == after - 1:
-            os.kill(os.getpid(), signal.SIGINT)
-        return original(self, batch, batch_idx)
-
-    before = signal.getsignal(signal.SIGINT)
-    with monkeypatch.context() as patch:
-        patch.setattr(ClassifierModule, "on_train_batch_start", ctrl_c)
+def interrupted_run(spec: TrainSpec, run_dir: Path, after: int, send_signal, signum=signal.SIGINT) -> dict:
+    """Train `spec` and press Ctrl-C (or send `signum`, a real signal) during iteration `after`, so `after`
+    iterations finish."""
+    before = signal.getsignal(signum)
+    with send_signal(signum, after):
         record = run(spec, run_dir)
-    assert signal.getsignal(signal.SIGINT) is before, "the run's Ctrl-C handler outlived it"
+    assert signal.getsignal(signum) is before, "the run's signal handler outlived it"
     return record
 
 
@@ -414,10 +407,10 @@ def assert_same_run(resumed_dir: Path, resumed: dict, reference_dir: Path, refer
 
 
 @pytest.mark.parametrize("after", [9, 12], ids=["mid-interval", "at-an-evaluation"])
-def test_train_resume_after_ctrl_c_matches_uninterrupted(uninterrupted_run, tmp_path, monkeypatch, after):
+def test_train_resume_after_ctrl_c_matches_uninterrupted(uninterrupted_run, tmp_path, send_signal, after):
     spec, reference, reference_dir = uninterrupted_run
     run_dir = tmp_path / "interrupted"
-    stopped = interrupted_run(spec, run_dir, after, monkeypatch)
+    stopped = interrupted_run(spec, run_dir, after, send_signal)
     assert stopped["status"] == "interrupted" and stopped["iterations"] == after
     assert json.loads((run_dir / "run.json").read_text())["status"] == "interrupted"
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == after
@@ -461,11 +454,11 @@ def test_train_resume_after_a_crash_matches_uninterrupted(uninterrupted_run, tmp
     assert_same_run(run_dir, resumed, reference_dir, reference)
 
 
-def test_train_resume_keeps_the_warmup_switch(warmup_run, tmp_path, monkeypatch):
+def test_train_resume_keeps_the_warmup_switch(warmup_run, tmp_path, send_signal):
     spec, reference, reference_dir = warmup_run
     after = reference["warmup_end_iter"] + 6  # past the switch, mid-interval
     run_dir = tmp_path / "interrupted"
-    stopped = interrupted_run(spec, run_dir, after, monkeypatch)
+    stopped = interrupted_run(spec, run_dir, after, send_signal)
     assert stopped["status"] == "interrupted" and stopped["warmup_end_iter"] == reference["warmup_end_iter"]
     resumed = run(spec, run_dir, resume=True)
     assert resumed["warmup_end_iter"] == reference["warmup_end_iter"]
@@ -602,18 +595,10 @@ def test_cli_train_bad_input_exits_2_with_one_line(case, tiny_cifar_archive, cif
 
 
 def test_cli_train_resume_continues_an_interrupted_run(
-    tiny_cifar_archive, cifar_cache_root, tmp_path, capsys, monkeypatch
+    tiny_cifar_archive, cifar_cache_root, tmp_path, capsys, send_signal
 ):
     args = cli_args(tiny_cifar_archive, cifar_cache_root, tmp_path / "runs")
-    original = ClassifierModule.on_train_batch_start
-
-    def ctrl_c(self, batch, batch_idx):
-        if self.global_step == 2:
-            os.kill(os.getpid(), signal.SIGINT)
-        return original(self, batch, batch_idx)
-
-    with monkeypatch.context() as patch:
-        patch.setattr(ClassifierModule, "on_train_batch_start", ctrl_c)
+    with send_signal(signal.SIGINT, after=3):
         assert main(args) == 130
     assert "--resume" in capsys.readouterr().out
     assert main(args) == 2 and "--resume" in capsys.readouterr().err  # will not overwrite it
@@ -669,42 +654,19 @@ def test_train_killed_during_an_evaluation_loses_no_evaluation(uninterrupted_run
 # --- cluster life: SIGTERM, a full disk, a lock, a moved or half-started run directory ---------------------
 
 
-def sigterm_run(spec: TrainSpec, run_dir: Path, after: int, monkeypatch) -> dict:
-    """Train `spec` and send a real SIGTERM (SLURM at --time, `kill`, `docker stop`) during iteration `after`."""
-    original = ClassifierModule.on_train_batch_start
-
-    def sigterm(self, batch, batch_idx):
-        if self.global_step == after - 1:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return original(self, batch, batch_idx)
-
-    with monkeypatch.context() as patch:
-        patch.setattr(ClassifierModule, "on_train_batch_start", sigterm)
-        return run(spec, run_dir)
-
-
-def test_train_sigterm_checkpoints_stops_and_resumes_as_if_uninterrupted(uninterrupted_run, tmp_path, monkeypatch):
+def test_train_sigterm_checkpoints_stops_and_resumes_as_if_uninterrupted(uninterrupted_run, tmp_path, send_signal):
     spec, reference, reference_dir = uninterrupted_run
     run_dir = tmp_path / "terminated"
-    before = signal.getsignal(signal.SIGTERM)
-    stopped = sigterm_run(spec, run_dir, 9, monkeypatch)
-    assert signal.getsignal(signal.SIGTERM) is before, "the run's SIGTERM handler outlived it"
+    stopped = interrupted_run(spec, run_dir, 9, send_signal, signal.SIGTERM)
     assert (stopped["status"], stopped["stopped_by"], stopped["iterations"]) == ("interrupted", "SIGTERM", 9)
     assert json.loads((run_dir / "run.json").read_text())["stopped_by"] == "SIGTERM"
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 9
     assert_same_run(run_dir, run(spec, run_dir, resume=True), reference_dir, reference)
 
 
-def test_cli_train_sigterm_exits_143(tiny_cifar_archive, cifar_cache_root, tmp_path, monkeypatch, capsys):
-    original = ClassifierModule.on_train_batch_start
-
-    def sigterm(self, batch, batch_idx):
-        if self.global_step == 2:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return original(self, batch, batch_idx)
-
-    monkeypatch.setattr(ClassifierModule, "on_train_batch_start", sigterm)
-    assert main(cli_args(tiny_cifar_archive, cifar_cache_root, tmp_path / "runs")) == 143
+def test_cli_train_sigterm_exits_143(tiny_cifar_archive, cifar_cache_root, tmp_path, send_signal, capsys):
+    with send_signal(signal.SIGTERM, after=3):
+        assert main(cli_args(tiny_cifar_archive, cifar_cache_root, tmp_path / "runs")) == 143
     assert "interrupted at iteration 3" in capsys.readouterr().out
     record = json.loads((tmp_path / "runs" / "resnet8-s0" / "run.json").read_text())
     assert (record["status"], record["stopped_by"]) == ("interrupted", "SIGTERM")
@@ -852,10 +814,10 @@ def test_cli_train_resume_of_a_run_killed_before_its_first_checkpoint_says_to_st
     assert (run_dir / "run.json").read_bytes() == record
 
 
-def test_train_refuses_a_run_directory_another_process_holds(uninterrupted_run, tmp_path, monkeypatch):
+def test_train_refuses_a_run_directory_another_process_holds(uninterrupted_run, tmp_path, send_signal):
     spec, reference, reference_dir = uninterrupted_run
     run_dir = tmp_path / "held"
-    interrupted_run(spec, run_dir, 9, monkeypatch)
+    interrupted_run(spec, run_dir, 9, send_signal)
     files = {
         p: p.read_bytes()
         for p in (run_dir / "run.json", run_dir / "metrics.csv", run_dir / "checkpoints" / "last.ckpt")
@@ -871,10 +833,10 @@ def test_train_refuses_a_run_directory_another_process_holds(uninterrupted_run, 
     assert_same_run(run_dir, run(spec, run_dir, resume=True), reference_dir, reference)
 
 
-def test_train_resumes_a_moved_run_directory_in_place(uninterrupted_run, tmp_path, monkeypatch):
+def test_train_resumes_a_moved_run_directory_in_place(uninterrupted_run, tmp_path, send_signal):
     spec, reference, reference_dir = uninterrupted_run
     original = tmp_path / "scratch" / "run"
-    interrupted_run(spec, original, 9, monkeypatch)
+    interrupted_run(spec, original, 9, send_signal)
     moved = tmp_path / "home" / "run"
     shutil.copytree(original, moved)
     before = sha256(original / "checkpoints" / "last.ckpt")
@@ -886,10 +848,10 @@ def test_train_resumes_a_moved_run_directory_in_place(uninterrupted_run, tmp_pat
     assert sha256(original / "checkpoints" / "last.ckpt") == before, "resuming the copy wrote to the original"
 
 
-def test_train_resumes_from_the_copy_that_results_runs_keeps(uninterrupted_run, tmp_path, monkeypatch):
+def test_train_resumes_from_the_copy_that_results_runs_keeps(uninterrupted_run, tmp_path, send_signal):
     # `report --keep-checkpoints`: a clean clone elsewhere copies results/runs/<id> into its runs directory.
     spec, reference, reference_dir = uninterrupted_run
-    interrupted_run(spec, tmp_path / "machine-a" / "run", 9, monkeypatch)
+    interrupted_run(spec, tmp_path / "machine-a" / "run", 9, send_signal)
     RunDir(tmp_path / "machine-a" / "run").copy_logs(tmp_path / "results" / "runs", with_checkpoint=True)
     elsewhere = tmp_path / "machine-b" / "run"
     shutil.copytree(tmp_path / "results" / "runs" / "run", elsewhere)
