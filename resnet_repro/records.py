@@ -85,8 +85,9 @@ def summary_row(record: dict) -> dict:
         "final_val_error": final.get("val/error"),
         "wall_time_s": record.get("wall_time_s"),
         "data_copy": data_copy(source),
-        "commit": record.get("commit"),
-        "hardware": record.get("hardware"),
+        # A run trained in several parts (resumed across sessions) names every part's commit and hardware.
+        "commit": _of_every_part(record, "commit"),
+        "hardware": _of_every_part(record, "hardware"),
         "warmup_end_iter": record.get("warmup_end_iter"),
         # How it ran, for the deviation ledger: BN normalises over batch_size / world_size images.
         "batch_size": spec.get("batch_size"),
@@ -102,6 +103,15 @@ def summary_row(record: dict) -> dict:
             for k in ("top1", "top5")
         },
     }
+
+
+PART_SEPARATOR = " + "  # not in a commit or hardware string ("; " is, for DDP)
+
+
+def _of_every_part(record: dict, key: str) -> str | None:
+    values = [part.get(key) for part in record.get("parts", [])] or [record.get(key)]
+    unique = [str(v) for v in dict.fromkeys(values) if v is not None]
+    return PART_SEPARATOR.join(unique) if unique else None
 
 
 def data_copy(source: dict) -> str:

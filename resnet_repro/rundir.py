@@ -184,7 +184,9 @@ def provenance() -> dict:
     if torch.cuda.is_available():
         hardware = f"{torch.cuda.device_count()}x {torch.cuda.get_device_name(0)}"
     else:
-        hardware = f"CPU: {os.cpu_count()} cores ({platform.machine()}), {torch.get_num_threads()} torch threads"
+        # The vector ISA torch dispatches to (AVX512, AVX2, ...): the same core count trains at different speeds on them.
+        isa = torch.backends.cpu.get_cpu_capability()
+        hardware = f"CPU: {os.cpu_count()} cores ({platform.machine()}, {isa}), {torch.get_num_threads()} torch threads"
     return {
         "commit": _commit(),
         "hardware": hardware,

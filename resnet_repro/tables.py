@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from resnet_repro.paper import TABLE6
+from resnet_repro.records import PART_SEPARATOR
 
 # Sample standard deviation (n-1), as pandas and MATLAB compute it by default. The paper reports
 # "best (mean±std) as in [43]" without saying which; with 5 runs the two differ by a factor 1.12.
@@ -85,7 +86,8 @@ def format_duration(seconds: float) -> str:
 
 
 def _joined(values) -> str:
-    unique = sorted({str(v) for v in values if not pd.isna(v)})
+    """The distinct values of a column, once each; a run's "a + b" (its parts' commits) counts as a and b."""
+    unique = sorted({one for v in values if not pd.isna(v) for one in str(v).split(PART_SEPARATOR)})
     return ", ".join(unique) if unique else "unknown"
 
 

@@ -89,6 +89,10 @@ class _Checkpoints(Callback):
     def __init__(self, path: Path, every: int, eval_every: int):
         self.path, self.every, self.eval_every = path, every, eval_every
         self.saved_step: int | None = None
+        self.began_at: int | None = None  # the iteration this process began training at (a resume: its checkpoint's)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.began_at = trainer.global_step
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
@@ -239,6 +243,11 @@ def _fit(spec, options, hardware, module, dm, run, trainer, checkpoints, interru
         "started": previous.get("started", time.strftime("%Y-%m-%dT%H:%M:%S%z")),
         "wall_time_s": previous.get("wall_time_s", 0.0),
     }
+    # One entry per process that trained the run: one resumed across sessions and machines names the commit
+    # and hardware of every part, not only of the latest.
+    part = {key: record[key] for key in ("commit", "hardware", "host")}
+    part["started"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    record["parts"] = [*_earlier_parts(previous), part]
     wandb_logger = wandb_logging.run_logger(
         options.wandb,
         name=run.name,
@@ -278,7 +287,9 @@ def _fit(spec, options, hardware, module, dm, run, trainer, checkpoints, interru
     except BaseException as exc:
         diverged = isinstance(exc, NonFiniteLossError)
         status = "diverged" if diverged else "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-        record.update(status=status, final={}, wall_time_s=record["wall_time_s"] + time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        record.update(status=status, final={}, wall_time_s=record["wall_time_s"] + elapsed)
+        part.update(_part_end(checkpoints, trainer, elapsed), status=status)
         if diverged:
             record["diverged_at"] = exc.iteration if exc.iteration is not None else trainer.global_step
         if not diverged and not isinstance(exc, KeyboardInterrupt):
@@ -294,9 +305,12 @@ def _fit(spec, options, hardware, module, dm, run, trainer, checkpoints, interru
         interrupt.restore()
         if wandb_logger is not None:
             wandb_logging.finish()
-    record["wall_time_s"] += time.perf_counter() - started
+    elapsed = time.perf_counter() - started
+    record["wall_time_s"] += elapsed
     if trainer.world_size > 1:
         record["hardware"] += f"; {trainer.world_size} processes ({hardware.strategy}, {trainer.num_nodes} node(s))"
+        part["hardware"] = record["hardware"]
+    part.update(_part_end(checkpoints, trainer, elapsed), status="interrupted" if stopped else "finished")
     record.update(
         status="interrupted" if stopped else "finished",
         iterations=trainer.global_step,
@@ -428,6 +442,30 @@ def _how_to_begin(
             f"{run.path} was started with other settings ({', '.join(changed)}); resume with the same flags and --data"
         )
     return record or {}
+
+
+def _earlier_parts(previous: dict) -> list[dict]:
+    """The parts of a resumed run so far. A run begun before run.json listed its parts gets one entry for
+    all of them, with the commit and hardware its record kept: those of the latest."""
+    if "parts" in previous or not previous.get("iterations"):
+        return previous.get("parts", [])
+    return [
+        {
+            "commit": previous.get("commit"),
+            "hardware": previous.get("hardware"),
+            "host": previous.get("host"),
+            "started": previous.get("started"),
+            "from_iteration": 0,
+            "to_iteration": previous["iterations"],
+            "wall_time_s": previous.get("wall_time_s"),
+            "status": previous.get("status"),
+            "lumped": "every part before the list was kept; commit and hardware are the latest one's",
+        }
+    ]
+
+
+def _part_end(checkpoints: _Checkpoints, trainer, elapsed: float) -> dict:
+    return {"from_iteration": checkpoints.began_at, "to_iteration": trainer.global_step, "wall_time_s": elapsed}
 
 
 def _what_is_left(run: RunDir) -> str:

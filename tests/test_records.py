@@ -120,6 +120,9 @@ def test_summary_row_has_last_iterate_metrics_and_provenance():
     assert (row["final_test_error"], row["final_train_error"], row["warmup_end_iter"]) == (6.43, 0.5, 400)
     assert row["data_copy"] == "cifar10-jpg q75 sha256:fdf0b4f6" and row["commit"] == "abc123"
     assert summary_row({**record, "spec": {**record["spec"], "model": "plain20"}})["residual"] is False
+    parts = [{"commit": "abc123", "hardware": "CPU A"}, {"commit": "def456", "hardware": "CPU A"}]
+    resumed = summary_row({**record, "parts": [*parts, {"commit": "abc123", "hardware": "CPU B"}]})
+    assert (resumed["commit"], resumed["hardware"]) == ("abc123 + def456", "CPU A + CPU B")  # each once, in order
 
 
 @pytest.mark.parametrize(

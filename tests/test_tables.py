@@ -166,6 +166,8 @@ def test_provenance_footer_names_everything():
         "wall time: 5.0 min (sum over 3 runs)",
     ):
         assert part in text
+    resumed = summary.assign(commit=["abc1234 + def5678", "abc1234", "abc1234"])  # one run trained in two parts
+    assert "commit: abc1234, def5678;" in tables.provenance_footer(resumed, profile="quick")
 
 
 def test_provenance_footer_paper_profile_and_given_wall_time():
