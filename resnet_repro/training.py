@@ -329,8 +329,9 @@ def _fit(spec, options, hardware, module, dm, run, trainer, checkpoints, interru
             **{k: v for k, v in module.last_train.items()},
             **{k: v for k, v in module.last_eval.items() if k != "step"},
         },
-        finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
+    if not stopped:  # an interrupted run has not finished: its parts say when each ended
+        record["finished"] = part["ended"]
     if trainer.is_global_zero:
         run.write_record(record)
     return record
@@ -465,7 +466,12 @@ def _earlier_parts(previous: dict) -> list[dict]:
 
 
 def _part_end(checkpoints: _Checkpoints, trainer, elapsed: float) -> dict:
-    return {"from_iteration": checkpoints.began_at, "to_iteration": trainer.global_step, "wall_time_s": elapsed}
+    return {
+        "from_iteration": checkpoints.began_at,
+        "to_iteration": trainer.global_step,
+        "wall_time_s": elapsed,
+        "ended": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
 
 
 def _what_is_left(run: RunDir) -> str:

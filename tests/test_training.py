@@ -411,7 +411,7 @@ def test_train_resume_after_ctrl_c_matches_uninterrupted(uninterrupted_run, tmp_
     spec, reference, reference_dir = uninterrupted_run
     run_dir = tmp_path / "interrupted"
     stopped = interrupted_run(spec, run_dir, after, send_signal)
-    assert stopped["status"] == "interrupted" and stopped["iterations"] == after
+    assert stopped["status"] == "interrupted" and stopped["iterations"] == after and "finished" not in stopped
     assert json.loads((run_dir / "run.json").read_text())["status"] == "interrupted"
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == after
     resumed = run(spec, run_dir, resume=True)
@@ -423,6 +423,7 @@ def test_train_resume_after_ctrl_c_matches_uninterrupted(uninterrupted_run, tmp_
     assert parts == [(0, after, "interrupted"), (after, reference["iterations"], "finished")]
     assert all(p["commit"] == resumed["commit"] and p["hardware"] == resumed["hardware"] for p in resumed["parts"])
     assert sum(p["wall_time_s"] for p in resumed["parts"]) == pytest.approx(resumed["wall_time_s"])
+    assert resumed["started"] <= resumed["parts"][1]["started"] <= resumed["parts"][1]["ended"] == resumed["finished"]
 
 
 def test_train_stops_at_the_deadline_and_resumes_as_if_uninterrupted(uninterrupted_run, tmp_path):
