@@ -672,8 +672,12 @@ def test_train_killed_during_an_evaluation_loses_no_evaluation(uninterrupted_run
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 8
     resumed = run(spec, run_dir, resume=True)
     assert_same_run(run_dir, resumed, reference_dir, reference)
+    assert 12 in curves(run_dir)["test/error"].dropna().index
     parts = [(p["from_iteration"], p["to_iteration"], p["status"]) for p in resumed["parts"]]
     assert parts == [(0, 12, "failed"), (8, reference["iterations"], "finished")]
+
+
+# --- cluster life: SIGTERM, a full disk, a lock, a moved or half-started run directory ---------------------
 
 
 def test_train_sigterm_checkpoints_stops_and_resumes_as_if_uninterrupted(uninterrupted_run, tmp_path, send_signal):
