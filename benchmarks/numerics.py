@@ -39,7 +39,6 @@ from resnet_repro.tables import format_duration, provenance_footer, render_markd
 from resnet_repro.training import Hardware
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_CIFAR = REPO / ".." / "shared" / "datasets" / "cifar10-jpg.tar.gz"
 REFERENCE = "fp32"
 VARIANTS = {  # name -> the Trainer flags it changes
     "fp32": {"precision": "32-true", "compile": False},  # the paper's arithmetic: the reference
@@ -58,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--accelerator", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per run (default: cores / jobs)")
     parser.add_argument(
-        "--data", default=None, help=f"CIFAR-10 source (default: ${DATA_ENV}, else ../shared's JPEG copy)"
+        "--data", default=None, help=f"CIFAR-10 source (default: ${DATA_ENV}, else torchvision's download)"
     )
     parser.add_argument("--data-root", default=None, help="decoded-cache directory (default: ~/.cache/resnet-repro)")
     parser.add_argument("--allow-partial", action="store_true", help="accept a partial CIFAR-10 (tests only)")
@@ -87,7 +86,7 @@ def train_variants(args, variants: list[str]) -> tuple[pd.DataFrame | None, list
         seeds={args.model: args.seeds},
     )
     data = DataConfig(
-        data=args.data or os.environ.get(DATA_ENV) or str(SHARED_CIFAR.resolve()),
+        data=args.data,
         root=args.data_root,
         full=not args.allow_partial,
     )

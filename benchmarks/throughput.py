@@ -52,7 +52,6 @@ from resnet_repro.spec import Schedule, TrainSpec
 from resnet_repro.training import Hardware, RunOptions, train
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_CIFAR = REPO / ".." / "shared" / "datasets" / "cifar10-jpg.tar.gz"
 DEFAULT_MODELS = ("resnet20", "resnet56", "resnet110")
 PATHS = {
     "conventional": "(1) conventional: PIL + DataLoader, plain loop",
@@ -480,7 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=None, help="torch threads for all paths (default: torch's)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if available")
     parser.add_argument(
-        "--data", default=None, help=f"CIFAR-10 source (default: ${DATA_ENV}, else {SHARED_CIFAR.resolve()})"
+        "--data", default=None, help=f"CIFAR-10 source (default: ${DATA_ENV}, else torchvision's download)"
     )
     parser.add_argument("--data-root", default=None, help="decoded-cache directory (default: ~/.cache/resnet-repro)")
     parser.add_argument(
@@ -546,11 +545,6 @@ def _device(name: str | None) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is visible to torch")
     return torch.device(name)
-
-
-def _data_path(data: str | None) -> str:
-    """--data, else $RESNET_REPRO_DATA, else the shared JPEG copy beside the repository."""
-    return data or os.environ.get(DATA_ENV) or str(SHARED_CIFAR.resolve())
 
 
 def _cpu_model() -> str:
@@ -623,7 +617,7 @@ def run(args) -> int:
     )
     if load_start > 0.5 * cores:
         print("throughput: warning: the machine is busy; numbers will be low and noisy", flush=True)
-    arrays = load_cifar10(_data_path(args.data), args.data_root, full=not args.allow_partial)
+    arrays = load_cifar10(args.data, args.data_root, full=not args.allow_partial)
     print(f"throughput: data {arrays.source['path']} ({arrays.source['train']} training images)", flush=True)
     with tempfile.TemporaryDirectory(prefix="throughput-") as scratch:
         if args.profile:

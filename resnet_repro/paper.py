@@ -172,7 +172,7 @@ CIFAR = CifarProtocol()
 # Sec. 4.2: n = {3, 5, 7, 9} gives 20/32/44/56 layers; n = 18 gives 110; n = 200 gives 1202.
 CIFAR_N_BY_DEPTH = {6 * n + 2: n for n in (3, 5, 7, 9, 18, 200)}
 
-# --- Sec. 9 of PAPER.md: end-of-training values read off Figs. 1, 4 and 6 ------------------------------
+# --- End-of-training values read off the curves of Figs. 1, 4 and 6 (not printed in the paper) ------------
 
 FIGURE_READ_TOLERANCE = 0.3  # percentage points; these are read from the figure images, not printed
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny generated CIFAR-10 look-alike and the real shared JPEG copy."""
+"""Shared fixtures: a tiny generated CIFAR-10 look-alike and the real CIFAR-10 JPEG copy."""
 
 import contextlib
 import os
@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from resnet_repro.data.sources import CIFAR10_CLASSES, load_cifar10
+from resnet_repro.data.sources import CIFAR10_CLASSES, DATA_ENV, load_cifar10
 
-SHARED_CIFAR = Path(__file__).parents[1] / ".." / "shared" / "datasets" / "cifar10-jpg.tar.gz"
+# The real copy is named the way users name it, by $RESNET_REPRO_DATA; read once here and then cleared, so that
+# no test (nor a command a test starts) trains on a source it did not name itself.
+REAL_CIFAR = os.environ.pop(DATA_ENV, None)
 
 
 def write_imagefolder(root: Path, *, train: int = 8, test: int = 4, ext: str = "png", seed: int = 0) -> Path:
@@ -69,7 +71,7 @@ def tiny_cifar_archive(tmp_path_factory) -> Path:
     folder = write_imagefolder(base / "tiny-cifar")
     archive = base / "tiny-cifar.tar.gz"
     with tarfile.open(archive, "w:gz") as tf:
-        tf.add(folder, arcname="tiny-cifar")  # nested one level, like the shared copy
+        tf.add(folder, arcname="tiny-cifar")  # nested one level, like the real JPEG copy
     return archive
 
 
@@ -86,21 +88,20 @@ def tiny_cifar(tiny_cifar_archive, cifar_cache_root):
 
 
 @pytest.fixture(scope="session")
-def shared_cifar_path() -> Path:
-    """The real CIFAR-10 JPEG copy in ../shared/datasets, or a skip saying where it was looked for."""
-    path = SHARED_CIFAR.resolve()
-    if not path.is_file():
-        pytest.skip(
-            f"shared CIFAR-10 copy not present at {path}: "
-            "real-data tests need cifar10-jpg.tar.gz (see ../shared/datasets/README.md)"
-        )
+def real_cifar_path() -> Path:
+    """The real CIFAR-10 JPEG copy (cifar10-jpg.tar.gz) that $RESNET_REPRO_DATA named, or a skip saying why not."""
+    if not REAL_CIFAR:
+        pytest.skip(f"real-data tests need the CIFAR-10 JPEG copy: set {DATA_ENV} to its cifar10-jpg.tar.gz")
+    path = Path(REAL_CIFAR).expanduser().resolve()
+    if not (path.is_file() and tarfile.is_tarfile(path)):
+        pytest.skip(f"real-data tests need the CIFAR-10 JPEG copy's archive; {DATA_ENV}={REAL_CIFAR} is not one")
     return path
 
 
 @pytest.fixture(scope="session")
-def real_cifar(shared_cifar_path, cifar_cache_root):
-    """CifarArrays of the real shared copy, decoded once per test session (about 8 s on 2 cores)."""
-    return load_cifar10(shared_cifar_path, cifar_cache_root, progress=False)
+def real_cifar(real_cifar_path, cifar_cache_root):
+    """CifarArrays of the real JPEG copy, decoded once per test session (about 8 s on 2 cores)."""
+    return load_cifar10(real_cifar_path, cifar_cache_root, progress=False)
 
 
 @pytest.fixture

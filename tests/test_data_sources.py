@@ -601,7 +601,7 @@ def test_check_counts_names_the_short_class():
     sources._check_counts(train, test, False, Path("copy"))  # a subset is fine when not full
 
 
-# --- the real shared copy ------------------------------------------------------------------------------
+# --- the real JPEG copy --------------------------------------------------------------------------------
 
 
 @pytest.mark.slow
@@ -623,11 +623,11 @@ def test_real_cifar_is_the_known_jpeg_copy(real_cifar):
 
 
 @pytest.mark.slow
-def test_real_cifar_pixels_match_pil(real_cifar, shared_cifar_path):
+def test_real_cifar_pixels_match_pil(real_cifar, real_cifar_path):
     wanted = {("train", "airplane", 0), ("train", "cat", 123), ("train", "truck", 4999), ("test", "ship", 777)}
     names: dict[tuple[str, str], list[str]] = {}
     files = {}
-    with tarfile.open(shared_cifar_path) as tf:
+    with tarfile.open(real_cifar_path) as tf:
         for member in filter(tarfile.TarInfo.isfile, tf):
             split, cls, name = member.name.split("/")[-3:]
             names.setdefault((split, cls), []).append(name)
@@ -642,9 +642,9 @@ def test_real_cifar_pixels_match_pil(real_cifar, shared_cifar_path):
 
 
 @pytest.mark.slow
-def test_real_cifar_cache_hit_does_not_decode(real_cifar, shared_cifar_path, cifar_cache_root, monkeypatch):
+def test_real_cifar_cache_hit_does_not_decode(real_cifar, real_cifar_path, cifar_cache_root, monkeypatch):
     monkeypatch.setattr(sources, "_decode", pytest.fail)
-    again = load_cifar10(shared_cifar_path, cifar_cache_root, progress=False)
+    again = load_cifar10(real_cifar_path, cifar_cache_root, progress=False)
     assert_same_arrays(again, real_cifar)
     assert again.source == real_cifar.source
 

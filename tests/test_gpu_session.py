@@ -111,7 +111,11 @@ def test_gpu_session_mistakes_in_the_command_are_one_line_errors(gpu_session, tm
     assert (
         gpu_session.main(["--cpu-smoke", "--data", str(tmp_path / "nowhere.tar.gz"), "--out", str(tmp_path / "s")]) == 2
     )
-    assert "no CIFAR-10 source at" in capsys.readouterr().err
+    assert "nowhere.tar.gz does not exist" in capsys.readouterr().err
+    monkeypatch.delenv("RESNET_REPRO_DATA", raising=False)  # no source named, and nothing downloaded: stop at once
+    assert gpu_session.main(["--cpu-smoke", "--data-root", str(tmp_path / "empty"), "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert "no CIFAR-10 source: pass --data PATH" in err and len(err.strip().splitlines()) == 1
     monkeypatch.setattr(gpu_session.torch.cuda, "is_available", lambda: False)
     assert gpu_session.main(["--out", str(tmp_path / "s")]) == 2
     err = capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""The paper's numbers (PAPER.md, checked against the paper) and their markdown rendering."""
+"""The paper's numbers (checked against the paper's tables and text) and their markdown rendering."""
 
 from pathlib import Path
 

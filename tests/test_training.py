@@ -328,12 +328,12 @@ def test_train_resume_without_checkpoint_says_so(tiny_cifar_archive, cifar_cache
 
 
 @pytest.mark.slow
-def test_train_on_the_real_copy_records_the_jpeg_source(real_cifar, shared_cifar_path, cifar_cache_root, tmp_path):
+def test_train_on_the_real_copy_records_the_jpeg_source(real_cifar, real_cifar_path, cifar_cache_root, tmp_path):
     spec = TrainSpec(
         model="resnet8",
         schedule=Schedule(max_iters=6, milestones=(3, 5)),
         batch_size=32,
-        data=DataConfig(data=str(shared_cifar_path), root=str(cifar_cache_root)),
+        data=DataConfig(data=str(real_cifar_path), root=str(cifar_cache_root)),
         log_every=3,
         eval_every=100,
         checkpoint_every=3,
