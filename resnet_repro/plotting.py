@@ -139,10 +139,11 @@ def _new_figure(n_panels: int, footer: str, title: str | None = None, *, rows: i
     return fig, list(axes)
 
 
-def _style_axes(ax, *, ylim, xscale: float, ylabel: str) -> None:
+def _style_axes(ax, *, ylim, xscale: float, ylabel: str, xmax: float | None = None) -> None:
     ax.set_ylim(*ylim)
     ax.yaxis.set_major_locator(MaxNLocator(nbins=4, steps=[1, 2, 5, 10]))  # 0, 5, 10, 15, 20 as in Fig. 6
-    ax.set_xlim(left=0)
+    # The whole schedule on every panel, as in the paper: a run still training ends short of the right edge.
+    ax.set_xlim(left=0, right=xmax / xscale if xmax else None)
     ax.set_xlabel(_iteration_label(xscale))
     ax.set_ylabel(ylabel)
     ax.grid(True, linestyle="--", linewidth=0.5, alpha=0.6)
@@ -172,6 +173,7 @@ def plot_error_curves(
     labels: dict[str, str] | None = None,
     title: str | None = None,
     thin_train: bool = False,
+    xmax: float | None = None,
 ) -> Figure:
     """Fig. 6 style: one panel per (title, [models]); dashed = training error, bold = test error
     (`thin_train`: Fig. 4's style, thin solid training curves, bold centre-crop validation curves).
@@ -181,6 +183,7 @@ def plot_error_curves(
         footer: the provenance line (`tables.provenance_footer`), printed under the figure.
         seed: None plots each model's mean over its seeds; an int plots that seed only.
         labels: legend labels that replace `model_label`, e.g. {"resnet1202": "residual-1202"}.
+        xmax: the schedule's last iteration, the right edge of every panel (None: the data's extent).
     """
     models = [m for _, panel_models in panels for m in panel_models]
     missing = missing_models(curves, models, seed=seed)
@@ -205,7 +208,7 @@ def plot_error_curves(
             )
             ax.plot(test.index / xscale, test.to_numpy(), color=colour, **TEST_STYLE, label=label)
         ax.set_title(title)
-        _style_axes(ax, ylim=ylim, xscale=xscale, ylabel="error (%)")
+        _style_axes(ax, ylim=ylim, xscale=xscale, ylabel="error (%)", xmax=xmax)
     return fig
 
 
@@ -219,8 +222,10 @@ def plot_train_test_panels(
     seed: int | None = None,
     labels: dict[str, str] | None = None,
     title: str | None = None,
+    xmax: float | None = None,
 ) -> Figure:
-    """Fig. 1 style: training error (left) and test error (right) of `models`, labelled "20-layer" etc."""
+    """Fig. 1 style: training error (left) and test error (right) of `models`, labelled "20-layer" etc.;
+    `xmax` as in `plot_error_curves`."""
     missing = missing_models(curves, models, seed=seed)
     text = _footer_text(curves, models, missing, seed, footer, "left: training error, right: test error")
     fig, (left, right) = _new_figure(2, text, title)
@@ -235,8 +240,8 @@ def plot_train_test_panels(
         for ax, metric in ((left, TRAIN), (right, TEST)):
             curve = model_curve(curves, model, metric, seed=seed)
             ax.plot(curve.index / xscale, curve.to_numpy(), color=colour, **PANEL_STYLE, label=label)
-    _style_axes(left, ylim=ylim, xscale=xscale, ylabel="training error (%)")
-    _style_axes(right, ylim=ylim, xscale=xscale, ylabel="test error (%)")
+    _style_axes(left, ylim=ylim, xscale=xscale, ylabel="training error (%)", xmax=xmax)
+    _style_axes(right, ylim=ylim, xscale=xscale, ylabel="test error (%)", xmax=xmax)
     return fig
 
 
@@ -275,8 +280,18 @@ def plot_layer_responses(responses: pd.DataFrame, models, *, footer: str, title:
 VARIANT_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e")
 
 
-def plot_variant_curves(curves: pd.DataFrame, panels, *, footer: str, ylim, xscale: float, title: str | None = None):
-    """An ablation's curves: one panel per net, one colour per variant; dashed = training, bold = test.
+def plot_variant_curves(
+    curves: pd.DataFrame,
+    panels,
+    *,
+    footer: str,
+    ylim,
+    xscale: float,
+    title: str | None = None,
+    xmax: float | None = None,
+):
+    """An ablation's curves: one panel per net, one colour per variant; dashed = training, bold = test;
+    `xmax` as in `plot_error_curves`.
 
     Args:
         panels: [(title, [(variant label, [run ids]), ...]), ...]; several run ids are averaged per step.
@@ -295,7 +310,7 @@ def plot_variant_curves(curves: pd.DataFrame, panels, *, footer: str, ylim, xsca
                     label=label if metric == TEST else None,
                 )
         ax.set_title(panel_title)
-        _style_axes(ax, ylim=ylim, xscale=xscale, ylabel="error (%)")
+        _style_axes(ax, ylim=ylim, xscale=xscale, ylabel="error (%)", xmax=xmax)
     return fig
 
 

@@ -126,6 +126,7 @@ def render_experiment(
     unfinished = {rid: outcome(RunDir(runs_dir / rid).read_record()) for rid in dict.fromkeys(ids) if rid not in found}
     curves = pd.concat([curves, *(c for _, c in in_progress.values())], ignore_index=True)
     progress_rows = pd.DataFrame([summary_row(record) for record, _ in in_progress.values()])
+    drawn = pd.concat([summary, progress_rows]) if in_progress else summary  # every run the page shows
     skipped = skipped_models(experiment, profile)
     out = results_dir / experiment.id
     out.mkdir(parents=True, exist_ok=True)
@@ -136,9 +137,7 @@ def render_experiment(
         curves,
         runs_dir,
         base=out / f"{experiment.id}-{profile.name}",
-        footer=tables.provenance_footer(
-            pd.concat([summary, progress_rows]) if in_progress else summary, profile=profile.name
-        ),
+        footer=tables.provenance_footer(drawn, profile=profile.name),
         members=tuple(members),
     )
     if in_progress:
@@ -167,7 +166,7 @@ def render_experiment(
         "unfinished": unfinished,
         "skipped_models": skipped,
         "footer": rendering.footer,
-        "deviations": deviations.data_deviations(summary, profile.name),
+        "deviations": deviations.data_deviations(drawn, profile.name),
         "files": [p.name for p in written],
         "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
@@ -230,6 +229,7 @@ def render_train_test(r: Rendering) -> list[Path]:
         ylim=_ylim(r.profile, r.curves),
         labels=r.experiment.labels,
         xscale=_xscale(r.profile),
+        xmax=r.profile.schedule.max_iters,
         title=r.title,
     )
     return [*plotting.save_figure(fig, r.base), _depth_page(r)]
@@ -254,6 +254,7 @@ def render_curves(r: Rendering) -> list[Path]:
         ylim=ylim,
         labels=r.experiment.labels,
         xscale=_xscale(r.profile),
+        xmax=r.profile.schedule.max_iters,
         title=r.title,
         thin_train=r.experiment.dataset == "imagenet",  # Fig. 4's style
     )
@@ -301,7 +302,13 @@ def render_ablation(r: Rendering) -> list[Path]:
         if arms:
             panels.append((plotting.model_label(model), arms))
     fig = plotting.plot_variant_curves(
-        r.curves, panels, footer=r.footer, ylim=_ylim(r.profile, r.curves), xscale=_xscale(r.profile), title=r.title
+        r.curves,
+        panels,
+        footer=r.footer,
+        ylim=_ylim(r.profile, r.curves),
+        xscale=_xscale(r.profile),
+        xmax=r.profile.schedule.max_iters,
+        title=r.title,
     )
     note = (
         "last-iterate errors; train < 90% / 80% from iter.: the first logged iteration from which the running "

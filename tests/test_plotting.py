@@ -60,6 +60,18 @@ def test_plot_error_curves_axes_in_paper_units():
     assert [ax.get_title() for ax in fig.axes] == ["plain", "ResNet", "ResNet-110 vs 1202"]
 
 
+def test_a_run_still_training_ends_short_of_the_schedule_on_every_panel():
+    curves = pd.concat([curves_of(["resnet20"]), curves_of(["plain20"], max_iters=20_000)])
+    fig = plotting.plot_error_curves(curves, FIG6[:2], footer=FOOTER, xmax=64_000)
+    plain, resnet = fig.axes
+    assert plain.get_xlim() == resnet.get_xlim() == (0, 6.4)  # the whole schedule, not the data's extent
+    assert max(line.get_xdata().max() for line in plain.lines) == pytest.approx(2.0)
+    fig1 = plotting.plot_train_test_panels(curves, ["plain20"], footer=FOOTER, xmax=64_000)
+    assert [ax.get_xlim() for ax in fig1.axes] == [(0, 6.4)] * 2
+    without = plotting.plot_error_curves(curves, FIG6[:1], footer=FOOTER)
+    assert without.axes[0].get_xlim()[1] < 2.5  # no schedule given: the data's extent
+
+
 def test_plot_error_curves_dashed_train_bold_test():
     fig = plotting.plot_error_curves(curves_of(ALL), FIG6, footer=FOOTER)
     for ax, (_, models) in zip(fig.axes, FIG6, strict=True):

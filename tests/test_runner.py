@@ -359,6 +359,9 @@ def test_report_draws_a_run_in_progress_up_to_where_it_stopped(fig1, tmp_path):
     curves = pd.read_csv(results / "fig1" / "fig1-smoke-curves.csv")
     assert set(curves["run_id"]) == {runs["plain20"].name, runs["plain56"].name}
     assert (results / "runs" / runs["plain20"].name / "metrics.csv").is_file()  # its logs kept, to rebuild the page
+    # The departures of the runs drawn are listed although none has finished: not "followed the paper's protocol".
+    provenance = json.loads((results / "fig1" / "fig1-smoke-provenance.json").read_text())
+    assert "schedule" in {d["what"] for d in provenance["deviations"]}
 
 
 def test_report_keep_checkpoints_carries_only_a_run_in_progress(fig1, tmp_path):
