@@ -127,7 +127,7 @@ def _new_figure(n_panels: int, footer: str, title: str | None = None, *, rows: i
     axes = fig.subplots(rows, columns, squeeze=False).ravel()
     fig.subplots_adjust(
         left=0.6 / width,
-        right=1 - 0.15 / width,
+        right=1 - 0.3 / width,  # room for the last tick label, at the right edge
         wspace=0.28,
         hspace=xlabel_height / PANEL_SIZE[1] * 1.1,
         top=1 - title_height / height,
