@@ -59,7 +59,7 @@ import torch  # noqa: E402
 
 from resnet_repro.commands.train import parse_duration  # noqa: E402
 from resnet_repro.data.cifar10 import DataConfig  # noqa: E402
-from resnet_repro.data.sources import BATCH_FILES, DATA_ENV, resolve_source  # noqa: E402
+from resnet_repro.data.sources import DATA_ENV, resolve_source  # noqa: E402
 from resnet_repro.errors import EXIT_TIME_LIMIT, UserError, exit_status  # noqa: E402
 
 FALLBACK_JOBS = 4  # runs at once for the artifacts when --jobs auto has no jobs measurement to go by
@@ -261,7 +261,7 @@ def _data_source(data: str | None, data_root: str | None) -> str:
     one after another). A lent machine has no network to download it: it reads a copy that travels with the
     checkout, named by --data or $RESNET_REPRO_DATA."""
     source = resolve_source(data, data_root)  # a DataError (exit 2) when the path is wrong
-    if source.kind == "download" and not all((source.path / name).is_file() for name in BATCH_FILES):
+    if source.needs_download:
         raise UserError(
             f"no CIFAR-10 source: pass --data PATH or set ${DATA_ENV} to a copy in the checkout "
             f"(nothing was downloaded into {source.path.parent}, and a lent machine cannot download it)"

@@ -104,6 +104,11 @@ class Source:
     kind: str
     path: Path
 
+    @property
+    def needs_download(self) -> bool:
+        """True for the download source while torchvision's batch files are not all under its path yet."""
+        return self.kind == "download" and not all((self.path / f).is_file() for f in BATCH_FILES)
+
 
 def data_root(root: str | os.PathLike | None = None) -> Path:
     """The data root: `root`, else $RESNET_REPRO_HOME, else ~/.cache/resnet-repro."""
@@ -147,7 +152,7 @@ def load_cifar10(
     """
     root = data_root(root)
     source = resolve_source(data, root)
-    if source.kind == "download" and not all((source.path / f).is_file() for f in BATCH_FILES):
+    if source.needs_download:
         _download(root)
     sha256, known = _source_hash(source)
     cache = root / "cache" / f"cifar10-{sha256[:16]}.pt"
