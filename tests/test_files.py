@@ -4,13 +4,14 @@ import builtins
 import errno
 import json
 import math
+import threading
 from pathlib import Path
 
 import pytest
 import torch
 
 from resnet_repro import files
-from resnet_repro.files import AtomicCheckpointIO, write_json
+from resnet_repro.files import AtomicCheckpointIO, atomic_path, write_json
 
 
 class _FillsUp:
@@ -101,3 +102,25 @@ def test_write_json_writes_nan_and_infinities_as_null(tmp_path):
         "curve": [1.0, None, [None, 2]],
         "where": "runs/x",
     }
+
+
+def test_two_threads_writing_one_path_never_share_a_temporary_file(tmp_path):
+    target = tmp_path / "record.json"
+    both_inside = threading.Barrier(2)
+    temporaries = []
+
+    def write(text):
+        with atomic_path(target) as tmp:
+            temporaries.append(tmp)
+            tmp.write_text(text * 1000)
+            both_inside.wait(timeout=10)  # both temporary files exist at once
+
+    threads = [threading.Thread(target=write, args=(text,)) for text in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert temporaries[0] != temporaries[1]
+    assert target.read_text() in ("a" * 1000, "b" * 1000)
+    assert list(tmp_path.iterdir()) == [target]
