@@ -13,6 +13,7 @@ import os
 import platform
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import torch
@@ -174,6 +175,11 @@ def outcome(record: dict | None) -> str:
     if record.get("iterations") is not None:
         return f"{status} at iteration {record['iterations']}" + (f" of {total}" if total else "")
     return status
+
+
+def timestamp() -> str:
+    """The time format of every record we write: local time with its UTC offset, to the second."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
 def provenance() -> dict:

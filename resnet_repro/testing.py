@@ -294,7 +294,7 @@ def evaluate_checkpoint(
     """Top-1 and top-5 error (%) of `checkpoint` on the val split under `protocol`, recorded (see `record_path`)
     and returned; every input is checked before anything is written. Arguments as `load_bench` and
     `score_split` (batch_size in images; None: the run's evaluation batch in views); `limit`: the first N images."""
-    from resnet_repro.rundir import provenance
+    from resnet_repro.rundir import provenance, timestamp
 
     checkpoint = Path(checkpoint)
     base = get_protocol(protocol)
@@ -346,7 +346,7 @@ def evaluate_checkpoint(
         "device": str(on),
         "batch_size": images,
         "seconds": round(seconds, 3),
-        "evaluated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "evaluated": timestamp(),
         "commit": provenance()["commit"],
         "probabilities": None,
     }

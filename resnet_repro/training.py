@@ -32,7 +32,7 @@ from resnet_repro.files import AtomicCheckpointIO
 from resnet_repro.flops import count_parameters
 from resnet_repro.module import ClassifierModule, NonFiniteLossError
 from resnet_repro.precise_bn import precise_bn
-from resnet_repro.rundir import RunDir, differences, provenance
+from resnet_repro.rundir import RunDir, differences, provenance, timestamp
 from resnet_repro.spec import TrainSpec
 
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
@@ -240,13 +240,13 @@ def _fit(spec, options, hardware, module, dm, run, trainer, checkpoints, interru
         **provenance(),
         "params": count_parameters(module.model),
         "val_indices": None if dm.val_indices is None else dm.val_indices.tolist(),
-        "started": previous.get("started", _now()),
+        "started": previous.get("started", timestamp()),
         "wall_time_s": previous.get("wall_time_s", 0.0),
     }
     # One entry per process that trained the run: one resumed across sessions and machines names the commit
     # and hardware of every part, not only of the latest.
     part = {key: record[key] for key in ("commit", "hardware", "host")}
-    part["started"] = _now()
+    part["started"] = timestamp()
     record["parts"] = [*_earlier_parts(previous), part]
     wandb_logger = wandb_logging.run_logger(
         options.wandb,
@@ -465,17 +465,12 @@ def _earlier_parts(previous: dict) -> list[dict]:
     ]
 
 
-def _now() -> str:
-    """A timestamp for run.json: local time with its UTC offset, to the second."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
-
-
 def _part_end(checkpoints: _Checkpoints, trainer, elapsed: float) -> dict:
     return {
         "from_iteration": checkpoints.began_at,
         "to_iteration": trainer.global_step,
         "wall_time_s": elapsed,
-        "ended": _now(),
+        "ended": timestamp(),
     }
 
 

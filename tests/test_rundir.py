@@ -1,9 +1,11 @@
 """Tests for resnet_repro.rundir: the lock, the record, and what a restart clears."""
 
+import datetime
 import os
 
 import pytest
 
+from resnet_repro import rundir
 from resnet_repro.errors import UserError
 from resnet_repro.rundir import RunDir
 
@@ -77,3 +79,10 @@ def test_rundir_copy_logs_cuts_machine_paths_to_file_names(tmp_path):
     assert record["spec"]["data"] == {"data": "cifar10-jpg.tar.gz", "root": "cache"}
     assert record["data_source"] == {"path": "cifar10-jpg.tar.gz", "cache": "cifar10-ab.pt"}
     assert sorted(p.name for p in copied.path.iterdir()) == ["metrics.csv", "run.json"]  # never checkpoints
+
+
+def test_records_are_stamped_in_local_time_with_the_utc_offset():
+    stamp = datetime.datetime.strptime(rundir.timestamp(), "%Y-%m-%dT%H:%M:%S%z")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    assert stamp.utcoffset() is not None
+    assert abs((now - stamp).total_seconds()) < 5
