@@ -159,7 +159,7 @@ def test_truncated_jpeg_is_a_data_error_naming_the_file(copy_of):
     broken = root / "train" / WNIDS[1] / f"{WNIDS[1]}_2.JPEG"
     broken.write_bytes(broken.read_bytes()[:2000])
     with pytest.raises(DataError, match=f"cannot decode image {broken} .*truncated.*; remove or replace it") as info:
-        datamodule(root)  # setup decodes a sample of the training images for the mean
+        _ = datamodule(root).mean  # the mean image is a sample of the training images, decoded at first use
     assert "\n" not in str(info.value)
 
 
@@ -381,7 +381,7 @@ def fit(dm, steps: int, ckpt_path=None) -> tuple[pl.Trainer, Recorder]:
 
 
 @pytest.mark.filterwarnings("ignore:.*is not resumable.*")  # as training.py: the data order is a function of the step
-def test_a_resumed_lightning_run_sees_the_uninterrupted_batches(roots, tmp_path):
+def test_a_resumed_lightning_run_sees_the_uninterrupted_batches(roots, tmp_path, monkeypatch):
     def fresh():
         config = ImageNetConfig(str(roots["imagefolder"]), subset=3, eval_batch_size=6, workers=0)
         return ImageNetDataModule(config, batch_size=2, max_iters=4, seed=0)
@@ -393,6 +393,9 @@ def test_a_resumed_lightning_run_sees_the_uninterrupted_batches(roots, tmp_path)
     assert torch.equal(
         torch.load(tmp_path / "half.ckpt", weights_only=False)["ImageNetDataModule"]["mean"], first.datamodule.mean
     )
+    # Lightning restores the datamodule's state after setup: the mean comes from the checkpoint, not
+    # 10,000 decodes again (an ImageNet resume would otherwise pay minutes for it every time).
+    monkeypatch.setattr(ImageNetDataModule, "_mean_image", lambda self: pytest.fail("recomputed the mean"))
     _, rest = fit(fresh(), 4, ckpt_path=tmp_path / "half.ckpt")
     train_whole = [(x, y) for s, x, y in whole.seen if s == "train"]
     train_rest = [(x, y) for s, x, y in rest.seen if s == "train"]

@@ -399,7 +399,7 @@ class ImageNetDataModule(pl.LightningDataModule):
         self.names: dict[str, tuple[str, ...]] = {}  # wnid -> names, where the root has torchvision's meta.bin
         self.source: dict = {}
         self.val_indices = None  # no hold-out: ILSVRC's val set is the evaluation set
-        self.mean: torch.Tensor | None = None  # [3, crop, crop] in [0, 1]
+        self._mean: torch.Tensor | None = None  # see `mean`
         self._on_device: dict[str, torch.Tensor] = {}
 
     # -- set-up -------------------------------------------------------------------------------
@@ -413,8 +413,17 @@ class ImageNetDataModule(pl.LightningDataModule):
         self.files, wnids, self.source = discover(self.config)
         self.classes = tuple(wnids)
         self.names = class_names(root_of(self.config))
-        if self.mean is None:  # not restored by load_state_dict
-            self.mean = self._mean_image()
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """The per-pixel mean image ([3, crop, crop] in [0, 1]): restored from a checkpoint, else computed at
+        first use. Not in setup: Lightning restores a resumed run's datamodule state after setup, so computing
+        it there would decode the sample again on every resume."""
+        if self._mean is None:
+            if not self.files:
+                raise RuntimeError("ImageNetDataModule.mean before setup(): the mean needs the training files")
+            self._mean = self._mean_image()
+        return self._mean
 
     def _mean_image(self) -> torch.Tensor:
         """The per-pixel mean (3 x crop x crop, in [0, 1]) of a fixed sample's centre crops."""
@@ -528,8 +537,9 @@ class ImageNetDataModule(pl.LightningDataModule):
     # -- checkpoints --------------------------------------------------------------------------
     def state_dict(self) -> dict:
         """Stored in checkpoints so an evaluation normalises exactly as training did."""
+        mean = self.mean.cpu() if self._mean is not None or self.files else None  # None only before setup
         return {
-            "mean": None if self.mean is None else self.mean.cpu(),
+            "mean": mean,
             "mean_kind": self.config.mean,
             "source": self.source,
             "classes": list(self.classes),
@@ -537,12 +547,12 @@ class ImageNetDataModule(pl.LightningDataModule):
         }
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore the trained mean image (setup then skips computing it); the classes must match."""
+        """Restore the trained mean image (then never computed); the classes must match."""
         if self.classes and state.get("classes") and list(self.classes) != list(state["classes"]):
             raise DataError(
                 f"the checkpoint was trained on {len(state['classes'])} classes, not the {len(self.classes)} of "
                 f"{self.config.data} (or in another order); pass the --data and --subset it was trained with"
             )
         if state.get("mean") is not None:
-            self.mean = state["mean"].float()
+            self._mean = state["mean"].float()
             self._on_device = {}
