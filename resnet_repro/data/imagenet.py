@@ -23,6 +23,7 @@ from torchvision.datasets.folder import find_classes, make_dataset
 from torchvision.datasets.imagenet import META_FILE, load_meta_file
 from torchvision.io import ImageReadMode, decode_image, read_file
 from torchvision.transforms.v2 import functional as TF
+from tqdm import tqdm
 
 from resnet_repro.data.cifar10 import _stream_seed
 from resnet_repro.errors import DataError, UserError
@@ -432,10 +433,13 @@ class ImageNetDataModule(pl.LightningDataModule):
         sample = torch.randperm(len(train), generator=g)[:MEAN_SAMPLE].sort().values  # sorted: read in folder order
         loader = self._loader(CenterCropBatches(train, "train", sample, self.config.eval_batch_size, self.config.crop))
         total = torch.zeros(3, self.config.crop, self.config.crop, dtype=torch.float64)
-        for batch in loader:
-            if "error" in batch:
-                raise DataError(batch["error"])
-            total += batch["x"].sum(dim=0, dtype=torch.float64)
+        # Minutes on real ImageNet, once per run: a bar on a terminal (disable=None), nothing in a job's log.
+        with tqdm(total=len(sample), desc="mean image", unit="img", disable=None, leave=False) as bar:
+            for batch in loader:
+                if "error" in batch:
+                    raise DataError(batch["error"])
+                total += batch["x"].sum(dim=0, dtype=torch.float64)
+                bar.update(len(batch["x"]))
         return (total / len(sample) / 255).float()
 
     # -- loaders ------------------------------------------------------------------------------
