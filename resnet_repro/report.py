@@ -201,10 +201,11 @@ def _ylim(profile: Profile, curves: pd.DataFrame, dataset: str = "cifar10") -> t
     return (0, min(100.0, max(20.0, float(top) * 1.05)))
 
 
-def _xscale(profile: Profile) -> float:
-    """The paper's x axis is iterations in units of 1e4; short profiles use a unit that fits them."""
+def _iteration_axis(profile: Profile) -> dict:
+    """The plots' x axis: iterations in the paper's unit of 1e4 (a unit that fits a short profile), and the
+    whole schedule on every panel."""
     iters = profile.schedule.max_iters
-    return 1e4 if iters >= 20_000 else 1e3 if iters >= 2_000 else 1.0
+    return {"xscale": 1e4 if iters >= 20_000 else 1e3 if iters >= 2_000 else 1.0, "xmax": iters}
 
 
 # --- the renderers ---------------------------------------------------------------------------------------
@@ -228,8 +229,7 @@ def render_train_test(r: Rendering) -> list[Path]:
         footer=r.footer,
         ylim=_ylim(r.profile, r.curves),
         labels=r.experiment.labels,
-        xscale=_xscale(r.profile),
-        xmax=r.profile.schedule.max_iters,
+        **_iteration_axis(r.profile),
         title=r.title,
     )
     return [*plotting.save_figure(fig, r.base), _depth_page(r)]
@@ -253,8 +253,7 @@ def render_curves(r: Rendering) -> list[Path]:
         footer=r.footer + ("\n" + "; ".join(r.notes) if r.notes else ""),
         ylim=ylim,
         labels=r.experiment.labels,
-        xscale=_xscale(r.profile),
-        xmax=r.profile.schedule.max_iters,
+        **_iteration_axis(r.profile),
         title=r.title,
         thin_train=r.experiment.dataset == "imagenet",  # Fig. 4's style
     )
@@ -306,8 +305,7 @@ def render_ablation(r: Rendering) -> list[Path]:
         panels,
         footer=r.footer,
         ylim=_ylim(r.profile, r.curves),
-        xscale=_xscale(r.profile),
-        xmax=r.profile.schedule.max_iters,
+        **_iteration_axis(r.profile),
         title=r.title,
     )
     note = (
