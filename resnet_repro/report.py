@@ -128,6 +128,10 @@ def render_experiment(
     progress_rows = pd.DataFrame([summary_row(record) for record, _ in in_progress.values()])
     drawn = pd.concat([summary, progress_rows]) if in_progress else summary  # every run the page shows
     skipped = skipped_models(experiment, profile)
+    # Every run the page speaks of travels with it, a diverged one too (its record says where it diverged).
+    diverged = {rid for rid in unfinished if (RunDir(runs_dir / rid).read_record() or {}).get("status") == "diverged"}
+    kept = sorted(found | set(in_progress) | diverged)
+    check_records(runs_dir, kept, results_dir / "runs", checkpoints=keep_checkpoints)  # before anything is written
     out = results_dir / experiment.id
     out.mkdir(parents=True, exist_ok=True)
     rendering = Rendering(
@@ -171,7 +175,7 @@ def render_experiment(
         "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
     write_text(out / f"{experiment.id}-{profile.name}-provenance.json", json.dumps(provenance, indent=2) + "\n")
-    keep_records(runs_dir, sorted(found | set(in_progress)), results_dir / "runs", checkpoints=keep_checkpoints)
+    keep_records(runs_dir, kept, results_dir / "runs", checkpoints=keep_checkpoints)
     if wandb != "off":
         from resnet_repro import wandb_logging
 
@@ -190,6 +194,14 @@ def keep_records(runs_dir: Path, run_ids: list[str], dest: Path, *, checkpoints:
         return
     for run in run_ids:
         RunDir(Path(runs_dir) / run).copy_logs(dest, with_checkpoint=checkpoints)
+
+
+def check_records(runs_dir: Path, run_ids: list[str], dest: Path, *, checkpoints: bool = False) -> None:
+    """Refuse before rendering when keep_records would move a kept copy backwards or lose a kept checkpoint."""
+    if dest.resolve() == Path(runs_dir).resolve():
+        return
+    for run in run_ids:
+        RunDir(Path(runs_dir) / run).check_copy(dest, with_checkpoint=checkpoints)
 
 
 def _ylim(profile: Profile, curves: pd.DataFrame, dataset: str = "cifar10") -> tuple[float, float]:

@@ -126,23 +126,55 @@ class RunDir:
 
         `with_checkpoint`: a run still in progress (interrupted) also takes its checkpoint, so that another
         machine (or a later session on a fresh one) resumes it from the copy. A finished or diverged run
-        never does, and a copy older than these logs is removed, so the logs and the checkpoint beside
-        them always agree.
+        never does, and its kept copy is removed: the logs say all there is. The copy holds exactly this
+        run's metrics parts, and never moves backwards (see check_copy, which refuses before anything is
+        written).
         """
-        target = Path(dest) / self.name
-        target.mkdir(parents=True, exist_ok=True)
-        for path in self.metrics_parts():
-            shutil.copy2(path, target / path.name)
+        self.check_copy(dest, with_checkpoint=with_checkpoint)
+        target = RunDir(Path(dest) / self.name)
         record = self.read_record()
-        resumable = with_checkpoint and record.get("status") == "interrupted" and self.checkpoint.exists()
-        kept = RunDir(target).checkpoint
-        if resumable:
+        target.path.mkdir(parents=True, exist_ok=True)
+        parts = self.metrics_parts()
+        for path in parts:
+            shutil.copy2(path, target.path / path.name)
+        for stale in set(target.metrics_parts()) - {target.path / p.name for p in parts}:
+            stale.unlink()  # a part of an earlier copy that this run no longer has
+        kept = target.checkpoint
+        if record.get("status") != "interrupted":
+            if kept.parent.exists():  # finished or diverged: nothing left to resume
+                shutil.rmtree(kept.parent)
+        elif with_checkpoint and self.checkpoint.exists():
             kept.parent.mkdir(exist_ok=True)
             with atomic_path(kept) as tmp:
                 shutil.copy2(self.checkpoint, tmp)
-        elif kept.parent.exists():
-            shutil.rmtree(kept.parent)
-        write_json(target / "run.json", shareable(record))
+        write_json(target.record_path, shareable(record))
+
+    def check_copy(self, dest: Path, *, with_checkpoint: bool = False) -> None:
+        """Refuse, in one line naming both, a copy into `dest` that would lose state: a copy that holds a
+        later iteration than this run, or the kept checkpoint of an unfinished run that this copy would
+        drop or leave beside logs it does not belong to."""
+        target = RunDir(Path(dest) / self.name)
+        if target.path.resolve() == self.path.resolve():
+            return
+        record, theirs = self.read_record(), target.read_record()
+        if record is None:
+            raise UserError(f"{self.path} has no run.json to copy")
+        if theirs is None:
+            return
+        ours, kept = progress(record), progress(theirs)
+        if kept > ours:
+            raise UserError(
+                f"{target.path} holds this run at {describe_progress(theirs)}, later than {self.path} "
+                f"({describe_progress(record)}); copying would move it backwards: report from the runs directory "
+                f"that holds the later state, or delete {target.path} to replace it"
+            )
+        carries_state = record.get("status") == "interrupted" and (with_checkpoint and self.checkpoint.exists())
+        if target.checkpoint.exists() and record.get("status") == "interrupted" and not carries_state and kept < ours:
+            raise UserError(
+                f"{target.checkpoint} is the kept state of an unfinished run at iteration {theirs.get('iterations')}, "
+                f"and {self.path} is at {describe_progress(record)}: add --keep-checkpoints to carry the later "
+                "state with its logs"
+            )
 
     def metrics_parts(self) -> list[Path]:
         """metrics-0.csv, metrics-1.csv, ... (earlier parts of a resumed run), then metrics.csv."""
@@ -161,6 +193,17 @@ def shareable(record: dict) -> dict:
         if holder.get(key):
             holder[key] = Path(holder[key]).name
     return record
+
+
+def progress(record: dict) -> tuple[int, bool]:
+    """How far a run got, for ordering two copies of it: its last iteration, and whether it has ended there."""
+    iterations = record.get("iterations")
+    return (iterations if isinstance(iterations, int) else -1, record.get("status") in ("finished", "diverged"))
+
+
+def describe_progress(record: dict) -> str:
+    """ "iteration 571 (interrupted)", for messages that compare two copies of a run."""
+    return f"iteration {record.get('iterations')} ({record.get('status')})"
 
 
 def outcome(record: dict | None) -> str:

@@ -392,8 +392,123 @@ def test_report_keep_checkpoints_carries_only_a_run_in_progress(fig1, tmp_path):
     record_path.write_text(json.dumps(finished))
     assert main([*report, "--keep-checkpoints"]) == 0
     assert not kept.parent.exists()
-    record_path.write_text(json.dumps({**finished, "status": "interrupted", "iterations": 3, "final": {}}))
+    shutil.rmtree(results / "runs")
+    record_path.write_text(json.dumps({**finished, "status": "interrupted", "iterations": 2, "final": {}}))
     assert main([*report, "--keep-checkpoints"]) == 0 and kept.exists()
-    assert main(report) == 0 and not kept.parent.exists()
-    record_path.write_text(json.dumps({**finished, "status": "diverged", "diverged_at": 3, "final": {}}))
+    assert main(report) == 0 and kept.exists()  # the same state without the flag: the only copy stays
+    record_path.write_text(
+        json.dumps({**finished, "status": "diverged", "iterations": 3, "diverged_at": 3, "final": {}})
+    )
     assert main([*report, "--keep-checkpoints"]) == 0 and not kept.parent.exists()  # nothing worth resuming
+
+
+def interrupt_at(run_dir: Path, iterations: int, finished: dict, state: bytes) -> None:
+    """Make `run_dir` a run stopped at `iterations` whose checkpoint holds `state`."""
+    (run_dir / "run.json").write_text(
+        json.dumps({**finished, "status": "interrupted", "iterations": iterations, "final": {}})
+    )
+    (run_dir / "checkpoints" / "last.ckpt").write_bytes(state)
+
+
+def test_report_keep_checkpoints_never_moves_a_kept_run_backwards(fig1, tmp_path, capsys):
+    # The sequence that lost a day's training: report from X, continue in Y, report from Y, lose Y, report X.
+    x = copy_fig1_runs(fig1, tmp_path / "x")["plain20"]
+    finished = json.loads((x / "run.json").read_text())
+    interrupt_at(x, 3, finished, b"state at 3")
+    results = tmp_path / "results"
+    kept = results / "runs" / x.name
+    report = ["report", "fig1", "--profile", "smoke", "--results-dir", str(results), "--keep-checkpoints"]
+
+    assert main([*report, "--runs-dir", str(tmp_path / "x")]) == 0
+    y = tmp_path / "y" / x.name
+    shutil.copytree(x, y)
+    interrupt_at(y, 5, finished, b"state at 5")
+    (y / "metrics.csv").rename(y / "metrics-0.csv")  # a resumed run: its first part kept, a second begun
+    shutil.copy2(y / "metrics-0.csv", y / "metrics.csv")
+    assert main([*report, "--runs-dir", str(tmp_path / "y")]) == 0
+    assert (kept / "checkpoints" / "last.ckpt").read_bytes() == b"state at 5"
+    shutil.rmtree(tmp_path / "y")
+    pages = {p: p.read_bytes() for p in results.rglob("*") if p.is_file()}
+    capsys.readouterr()
+
+    assert main([*report, "--runs-dir", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(kept) in err[0] and str(x) in err[0], err
+    assert "iteration 5 (interrupted)" in err[0] and "iteration 3 (interrupted)" in err[0]
+    assert {p: p.read_bytes() for p in results.rglob("*") if p.is_file()} == pages  # nothing written, nothing lost
+
+    # A finished copy is later than any interrupted one, whatever its iteration count.
+    assert (
+        main(
+            [
+                "report",
+                "fig1",
+                "--profile",
+                "smoke",
+                "--results-dir",
+                str(tmp_path / "r2"),
+                "--runs-dir",
+                str(fig1 / "runs"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "report",
+                "fig1",
+                "--profile",
+                "smoke",
+                "--results-dir",
+                str(tmp_path / "r2"),
+                "--runs-dir",
+                str(tmp_path / "x"),
+            ]
+        )
+        == 2
+    )
+
+
+def test_plain_report_keeps_the_checkpoint_of_an_unfinished_run(fig1, tmp_path, capsys):
+    x = copy_fig1_runs(fig1, tmp_path / "x")["plain20"]
+    finished = json.loads((x / "run.json").read_text())
+    interrupt_at(x, 3, finished, b"state at 3")
+    results = tmp_path / "results"
+    kept = results / "runs" / x.name / "checkpoints" / "last.ckpt"
+    report = ["report", "fig1", "--profile", "smoke", "--results-dir", str(results), "--runs-dir", str(tmp_path / "x")]
+    assert main([*report, "--keep-checkpoints"]) == 0
+
+    interrupt_at(x, 5, finished, b"state at 5")  # trained on, and reported without the flag
+    capsys.readouterr()
+    assert main(report) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--keep-checkpoints" in err[0] and str(kept) in err[0], err
+    assert kept.read_bytes() == b"state at 3"
+    assert json.loads((kept.parents[1] / "run.json").read_text())["iterations"] == 3  # logs and state agree
+
+    (x / "run.json").write_text(json.dumps(finished))  # once it has finished, its logs say all there is
+    assert main(report) == 0 and not kept.parent.exists()
+
+
+def test_report_leaves_exactly_the_parts_of_the_copied_run(fig1, tmp_path):
+    runs = copy_fig1_runs(fig1, tmp_path / "runs")
+    results = tmp_path / "results"
+    report = [
+        "report",
+        "fig1",
+        "--profile",
+        "smoke",
+        "--results-dir",
+        str(results),
+        "--runs-dir",
+        str(tmp_path / "runs"),
+    ]
+    assert main(report) == 0
+    kept = results / "runs" / runs["plain20"].name
+    shutil.copy2(kept / "metrics.csv", kept / "metrics-0.csv")  # a part of an earlier, longer history
+    shutil.copy2(kept / "metrics.csv", kept / "metrics-1.csv")
+    assert main(report) == 0
+    assert sorted(p.name for p in kept.glob("metrics*.csv")) == sorted(
+        p.name for p in runs["plain20"].glob("metrics*.csv")
+    )
