@@ -181,8 +181,11 @@ class _IterationBar(TQDMProgressBar):
         self.train_progress_bar.initial = trainer.global_step
 
     def get_metrics(self, trainer, pl_module) -> dict:
-        metrics = super().get_metrics(trainer, pl_module)
-        metrics.pop("v_num", None)
+        """The last logged interval and evaluation, as plain numbers: Lightning's own bar metrics would read
+        device tensors back to the host on every step."""
+        shown = {"err": pl_module.last_train.get("train/error"), "img/s": pl_module.last_train.get("throughput")}
+        shown["test/error"] = pl_module.last_eval.get("test/error")
+        metrics = {name: f"{value:.3g}" for name, value in shown.items() if value is not None}
         metrics["lr"] = f"{pl_module.lr_at(trainer.global_step):.4g}"
         return metrics
 

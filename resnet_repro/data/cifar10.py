@@ -74,7 +74,10 @@ class TrainBatches(IterableDataset):
         positions = torch.arange(iteration * self.batch_size, (iteration + 1) * self.batch_size)
         epochs, offsets = positions // self.n, positions % self.n
         index = torch.empty_like(positions)
-        for epoch in epochs.unique().tolist():
+        # The passes this batch spans, in plain integers: no tensor is read back to the host per step.
+        for epoch in range(
+            iteration * self.batch_size // self.n, ((iteration + 1) * self.batch_size - 1) // self.n + 1
+        ):
             mask = epochs == epoch
             index[mask] = self._permutation(epoch)[offsets[mask]]
         g = torch.Generator().manual_seed(_stream_seed(self.seed, 2, iteration))
