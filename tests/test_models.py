@@ -22,6 +22,7 @@ from resnet_repro.models import (
     model_info,
     register_model,
 )
+from resnet_repro.models.blocks import GlobalAvgPool
 
 CIFAR_DEPTHS = [20, 32, 44, 56, 110]  # forward/backward; 1202 is checked by parameter count only
 IMAGENET_DEPTHS = [18, 34, 50, 101, 152]
@@ -107,6 +108,54 @@ def test_build_model_has_no_dropout_and_no_conv_bias(name):
     modules = list(on_meta(name).modules())
     assert not any(isinstance(m, nn.Dropout) for m in modules)
     assert all(m.bias is None for m in modules if isinstance(m, nn.Conv2d))
+
+
+# nn.AdaptiveAvgPool2d has no deterministic CUDA backward: `--deterministic` on a GPU raised in its backward.
+@pytest.mark.parametrize("name", list_models())
+def test_build_model_pools_without_adaptive_avg_pool(name):
+    model = on_meta(name)
+    assert not any(isinstance(m, nn.AdaptiveAvgPool2d) for m in model.modules())
+    assert isinstance(model.avgpool, GlobalAvgPool)  # torchvision's name, which evaluation.py hooks
+
+
+@pytest.mark.parametrize("name, side", [("resnet20", 32), ("resnet50", 64)])
+def test_global_avg_pool_computes_what_adaptive_avg_pool_did(name, side):
+    torch.manual_seed(0)
+    model = build_model(name).eval()
+    x = torch.randn(2, 3, side, side)
+    with torch.no_grad():
+        ours = model(x)
+        keys = list(model.state_dict())
+        model.avgpool = nn.AdaptiveAvgPool2d(1)
+        torch.testing.assert_close(ours, model(x))
+    assert list(model.state_dict()) == keys  # pooling holds no state: checkpoints load either way
+
+
+def _backward_ops(tensor: torch.Tensor) -> set[str]:
+    """The names of the autograd nodes behind `tensor`: the backward kernels a GPU would run."""
+    seen, todo = set(), [tensor.grad_fn]
+    while todo:
+        node = todo.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        todo += [next_node for next_node, _ in node.next_functions]
+    return {type(node).__name__ for node in seen}
+
+
+def test_build_model_trains_under_deterministic_algorithms():
+    torch.manual_seed(0)
+    model = build_model("resnet8")
+    before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        out = model(torch.randn(2, 3, 32, 32))
+        nn.functional.cross_entropy(out, torch.tensor([0, 1])).backward()
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+    assert all(p.grad is not None for p in model.parameters())
+    # On a CPU every backward is deterministic; what a GPU would refuse shows in the graph's nodes.
+    assert not any("AdaptiveAvgPool" in op for op in _backward_ops(out))
 
 
 # --- Table 6 and Sec. 4.2: CIFAR-10 nets ------------------------------------------------------

@@ -52,6 +52,19 @@ class ZeroPadShortcut(nn.Module):
         return f"{self.in_channels}, {self.out_channels}, stride={self.stride}"
 
 
+class GlobalAvgPool(nn.Module):
+    """Global average pooling: the mean of each channel over its feature map, [N, C, H, W] -> [N, C, 1, 1].
+
+    The same function as nn.AdaptiveAvgPool2d(1), written as a mean because that module has no deterministic
+    CUDA backward kernel: `--deterministic` on a GPU would raise in its backward. The mean's backward is an
+    expand, deterministic everywhere. A module (not a call in forward) keeps torchvision's `avgpool` name, on
+    which the fully-convolutional evaluation hooks.
+    """
+
+    def forward(self, x):
+        return x.mean((2, 3), keepdim=True)
+
+
 class Projection(nn.Sequential):
     """Options B/C: projection shortcut W_s x (Eqn. 2), a 1x1 conv followed by BN."""
 

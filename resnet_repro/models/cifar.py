@@ -8,7 +8,7 @@ uses option A shortcuts throughout, so plain and residual nets have the same par
 from torch import nn
 
 from resnet_repro.errors import UnknownModelError
-from resnet_repro.models.blocks import BasicBlock, check_shortcut, init_weights, make_stage
+from resnet_repro.models.blocks import BasicBlock, GlobalAvgPool, check_shortcut, init_weights, make_stage
 
 STAGE_WIDTHS = (16, 32, 64)
 PAPER_DEPTHS = (20, 32, 44, 56, 110, 1202)  # n = 3, 5, 7, 9, 18, 200
@@ -40,7 +40,7 @@ class CifarResNet(nn.Module):
         self.layer1 = make_stage(BasicBlock, w1, w1, n, 1, shortcut)
         self.layer2 = make_stage(BasicBlock, w1, w2, n, 2, shortcut)
         self.layer3 = make_stage(BasicBlock, w2, w3, n, 2, shortcut)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.avgpool = GlobalAvgPool()
         self.fc = nn.Linear(w3, num_classes)
         init_weights(self)
 

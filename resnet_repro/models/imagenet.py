@@ -12,6 +12,7 @@ from resnet_repro.errors import UnknownModelError, UserError
 from resnet_repro.models.blocks import (
     BasicBlock,
     Bottleneck,
+    GlobalAvgPool,
     check_shortcut,
     init_weights,
     make_stage,
@@ -65,7 +66,7 @@ class ImageNetResNet(nn.Module):
             stage = make_stage(block, in_channels, width, num_blocks, stride, shortcut, **block_kwargs)
             setattr(self, f"layer{index}", stage)
             in_channels = width * block.expansion
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.avgpool = GlobalAvgPool()
         self.fc = nn.Linear(in_channels, num_classes)
         init_weights(self)
 
