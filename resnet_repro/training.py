@@ -198,6 +198,12 @@ def train(spec: TrainSpec, options: RunOptions, hardware: Hardware = Hardware(),
         raise UserError(f"--wandb must be on, offline or off, got {options.wandb!r}")
     if hardware.precision not in PRECISIONS:
         raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {hardware.precision!r}")
+    if hardware.precision == "32-true":
+        # fp32 means fp32: on Ampere and later GPUs, cuDNN convolutions (torch's default) and CUDA matmuls (if
+        # enabled) would otherwise round their inputs to TF32's 10-bit mantissa. The mixed precisions are speed
+        # options already and keep torch's settings; run.json records which held (`tf32`).
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     if hardware.threads is not None:
         if hardware.threads < 1:
             raise UserError(f"--threads must be at least 1, got {hardware.threads}")
@@ -238,6 +244,7 @@ def _fit(spec, options, hardware, module, dm, run, trainer, checkpoints, interru
         "spec": spec.to_dict(),
         **(options.extra_meta or {}),
         "hardware_flags": dataclasses.asdict(hardware),
+        "tf32": _tf32_allowed(),
         "world_size": trainer.world_size,
         "data_source": dm.source,
         **provenance(),
@@ -501,6 +508,11 @@ def _quiet_lightning_warnings() -> None:
     warnings.filterwarnings("ignore", message=".*exists and is not empty.*")  # see RunDir.keep_previous_metrics
     # Evaluation metrics are summed over ranks by the module itself before they are logged.
     warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting.*")
+
+
+def _tf32_allowed() -> bool:
+    """Whether fp32 convolutions or matmuls may run in TF32 on a GPU that has it (Ampere and later)."""
+    return bool(torch.backends.cudnn.allow_tf32 or torch.backends.cuda.matmul.allow_tf32)
 
 
 def _flags(hardware: Hardware) -> str:

@@ -278,6 +278,28 @@ def test_train_compile_compiles_the_network_once_and_keeps_eager_checkpoints(
     assert set(checkpoint["state_dict"]) == set(ClassifierModule(spec).state_dict())
 
 
+@pytest.mark.parametrize("precision, tf32", [("32-true", False), ("bf16-mixed", True)])
+def test_train_at_32_true_turns_tf32_off_and_records_it(
+    tiny_cifar_archive, cifar_cache_root, tmp_path, monkeypatch, precision, tf32
+):
+    """fp32 means fp32: TF32 (on by default for cuDNN convolutions on Ampere+) is turned off for 32-true; the
+    mixed precisions keep torch's setting. The flags exist on a CPU build, and monkeypatch restores them."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
+    spec = tiny_spec(tiny_cifar_archive, cifar_cache_root, iters=4, milestones=(2, 3), eval_every=4)
+    threads = torch.get_num_threads()
+    try:
+        record = train(
+            spec,
+            RunOptions(run_dir=tmp_path / "run", wandb="off", progress=False),
+            dataclasses.replace(CPU1, precision=precision),
+        )
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.backends.cudnn.allow_tf32 is tf32 and torch.backends.cuda.matmul.allow_tf32 is tf32
+    assert record["tf32"] is tf32 and RunDir(tmp_path / "run").read_record()["tf32"] is tf32
+
+
 def test_cli_train_rejects_a_non_positive_thread_count(tiny_cifar_archive, cifar_cache_root, tmp_path, capsys):
     assert main(cli_args(tiny_cifar_archive, cifar_cache_root, tmp_path / "runs", "--threads", "-1")) == 2
     assert "--threads must be at least 1" in capsys.readouterr().err
