@@ -48,6 +48,8 @@ def _not_started(run_dir: Path, why: str) -> dict:
 # In a `--jobs` worker: the stop signal (Ctrl-C, SIGTERM) that reached it, after which it starts no run.
 _STOPPED_BY: str | None = None
 _STOP_SIGNALS = {signal.SIGINT: "ctrl-c", signal.SIGTERM: "SIGTERM"}
+# In a `--jobs` worker: its number, 0 .. jobs - 1, which picks its GPU on a machine with several.
+_WORKER_SLOT = 0
 
 
 def _note_stop(signum, frame) -> None:
@@ -55,10 +57,62 @@ def _note_stop(signum, frame) -> None:
     _STOPPED_BY = _STOP_SIGNALS[signum]
 
 
-def _worker_init() -> None:
-    """A pool worker between runs: a stop signal only marks it stopped (a run's own handler stops the run)."""
+def _worker_init(slots=None) -> None:
+    """A pool worker between runs: a stop signal only marks it stopped (a run's own handler stops the run).
+    It takes the next number from the pool's shared counter `slots`, for `worker_hardware`."""
+    global _WORKER_SLOT
+    if slots is not None:
+        with slots.get_lock():
+            _WORKER_SLOT = slots.value
+            slots.value += 1
     for signum in _STOP_SIGNALS:
         signal.signal(signum, _note_stop)
+
+
+def worker_hardware(hardware, slot: int):
+    """The hardware of a run that `--jobs` worker `slot` trains: on a machine with several GPUs, GPU slot mod
+    their count, instead of every worker on GPU 0 (which is what `--devices 1` gives each process). A run told
+    which GPU (`--devices 2,`) or to train on the CPU keeps its flags."""
+    import torch
+
+    if str(hardware.devices) != "1" or hardware.accelerator not in ("auto", "gpu", "cuda"):
+        return hardware
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count < 2:
+        return hardware
+    return dataclasses.replace(hardware, devices=f"{slot % count},")  # Lightning reads "k," as the list [k]
+
+
+def check_jobs(jobs: int, hardware) -> None:
+    """Refuse `--jobs` above 1 with a run that itself spans several processes (DDP): the pool would start
+    `jobs` process groups that contend for the same devices and rendezvous port."""
+    if jobs <= 1:
+        return
+    if hardware.strategy not in ("auto", "single_device"):
+        several = f"--strategy {hardware.strategy}"
+    elif hardware.num_nodes > 1:
+        several = f"--num-nodes {hardware.num_nodes}"
+    elif _device_count(hardware) > 1:
+        several = f"--devices {hardware.devices}"
+    else:
+        return
+    raise UserError(
+        f"--jobs {jobs} trains several single-device runs side by side; it cannot be combined with {several} "
+        "(one run on several devices): use --jobs 1 with DDP, or --jobs without DDP flags"
+    )
+
+
+def _device_count(hardware) -> int:
+    """How many devices Lightning gives one run under `--devices` (a count, a list "0,2", or auto / -1: all GPUs)."""
+    import torch
+
+    devices = str(hardware.devices).strip()
+    if devices in ("auto", "-1"):
+        on_gpu = hardware.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+        return torch.cuda.device_count() if on_gpu else 1
+    if "," in devices:
+        return len([index for index in devices.split(",") if index.strip()])
+    return int(devices) if devices.isdigit() else 1  # anything else: Lightning's own message, later
 
 
 def _train_in_worker(run: "PendingRun", options: dict) -> dict:
@@ -66,7 +120,7 @@ def _train_in_worker(run: "PendingRun", options: dict) -> dict:
     global _STOPPED_BY
     if _STOPPED_BY is not None:  # Ctrl-C or SIGTERM stopped this worker's earlier run, or came between runs
         return _not_started(run.run_dir, _STOPPED_BY)
-    record = _train_one(run, options)
+    record = _train_one(dataclasses.replace(run, hardware=worker_hardware(run.hardware, _WORKER_SLOT)), options)
     if record["status"] == "interrupted" and record.get("stopped_by") in _STOP_SIGNALS.values():
         _STOPPED_BY = record["stopped_by"]
     return record
@@ -180,8 +234,16 @@ def train_runs(todo: list[PendingRun], options: dict, jobs: int = 1) -> list[dic
             signal.signal(signum, previous)
 
 
+def _pool(jobs: int) -> ProcessPoolExecutor:
+    """`jobs` spawned workers, numbered 0 .. jobs - 1 (`_WORKER_SLOT`) as they start."""
+    context = get_context("spawn")
+    return ProcessPoolExecutor(
+        max_workers=jobs, mp_context=context, initializer=_worker_init, initargs=(context.Value("i", 0),)
+    )
+
+
 def _pooled(todo: list["PendingRun"], options: dict, jobs: int, share: int) -> list[dict]:
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"), initializer=_worker_init) as pool:
+    with _pool(jobs) as pool:
         futures = [
             pool.submit(
                 _train_in_worker,
@@ -212,6 +274,7 @@ def run_experiment(
     deadline: float | None = None,
 ) -> list[dict]:
     """Train what is not trained yet (resuming interrupted runs); by `deadline` (time.time()), checkpoint and stop."""
+    check_jobs(jobs, hardware)
     specs = select_runs(plan_runs(experiment, profile, data), only)
     todo = pending_runs(specs, runs_dir, hardware, force=force)
     print(

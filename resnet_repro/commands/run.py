@@ -123,6 +123,8 @@ def execute(experiment: Experiment, args) -> int:
     if unfinished:
         print(f"{experiment.id}: interrupted; checkpoint saved. Run the same command again to resume.")
         return stop_status(stopped[0].get("stopped_by"))
+    if not is_global_zero():
+        return 0  # under DDP every rank trains; one renders, or they would all write the same files at once
     if args.only is not None:
         print(
             f"trained {args.only}; render the artifact once all its runs are done: resnet-repro report {experiment.id} --profile {profile.name}"
@@ -138,6 +140,15 @@ def execute(experiment: Experiment, args) -> int:
         + ", ".join(str(p) for p in written)
     )
     return 0
+
+
+def is_global_zero() -> bool:
+    """Whether this process is global rank 0. Under DDP the launcher (Lightning's, torchrun or SLURM) runs this
+    command in every process; Lightning sets the rank from the launcher's environment (RANK, LOCAL_RANK,
+    SLURM_PROCID) at import and from the strategy once a run has trained."""
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    return rank_zero_only.rank == 0
 
 
 def estimated_cost(model: str, iterations: int, batch_size: int, shortcut: str | None = None) -> float:
