@@ -7,7 +7,11 @@ measures training images/s of three paths:
   2. ours + plain loop: CIFAR10DataModule's resident batches, the same loop, channels_last;
   3. ours through Lightning: `resnet_repro.training.train`, what `resnet-repro train` runs.
 It also times an fp32 GEMM in the same run, so achieved GFLOP/s (3 x forward multiply-adds x 2 per
-image) can be read against what this machine's matrix multiply reaches.
+image) can be read against what this machine's matrix multiply reaches, and, on the CPU whatever --device,
+the host time per iteration that path 3 adds to path 2 on a tiny net (resnet8, batch 4), where the step's
+Python, hooks and logging weigh most. Every path runs under the same `torch.backends.cudnn.benchmark`
+(--cudnn-benchmark, on as `resnet-repro train` sets it); a path that raises is recorded as failed in its row,
+the others are measured and written, and the exit status is 1.
 
     python benchmarks/throughput.py            # resnet20/56/110, 3 repeats: ~13 min on 2 idle CPU cores
     python benchmarks/throughput.py --quick    # 1 repeat, fewer iterations: ~2 min
@@ -25,6 +29,7 @@ meanwhile and say so when the machine was busy (on 2 cores, other jobs make ever
 import argparse
 import dataclasses
 import itertools
+import math
 import os
 import platform
 import shlex
@@ -32,6 +37,7 @@ import statistics
 import sys
 import tempfile
 import time
+import traceback
 import warnings
 from pathlib import Path
 
@@ -62,6 +68,9 @@ PATHS = {
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 EVAL_IMAGES = 256  # path 3 always evaluates its last iterate (untimed): a small test set keeps that short
 PROFILE_ITERS = 5
+# The host-overhead figure: a net and batch small enough that the per-step work around the arithmetic shows.
+HOST_MODEL, HOST_BATCH, HOST_WARMUP = "resnet8", 4, 5
+HOST_PATHS = ("ours-plain", "ours-lightning")
 CSV_COLUMNS = [
     "model",
     "path",
@@ -84,6 +93,14 @@ CSV_COLUMNS = [
     "threads",
     "device",
     "other_cpu",
+    "cudnn_benchmark",
+    "error",
+    "host_overhead_s",
+    "host_plain_s",
+    "host_lightning_s",
+    "host_setup",
+    "host_cpu",
+    "host_error",
     "commit",
     "date",
 ]
@@ -187,12 +204,18 @@ def lightning_run(
     marks: dict,
     precision: str = "32-true",
     compile: bool = False,
+    cudnn_benchmark: bool | None = None,
 ) -> None:
     """`train()` as `resnet-repro train` calls it (W&B and the bar off), for warm-up + timed + 1 iterations.
 
     Iteration warmup+timed begins the untimed tail: the run's end, its checkpoint and its
     final-iterate evaluation (on EVAL_IMAGES test images) all fall outside the timed iterations.
+    The Trainer sets `torch.backends.cudnn.benchmark` as train() asks (on); a `cudnn_benchmark` given
+    overrides it when iteration 0 begins, so all iterations run under the setting the other paths have.
     """
+    if cudnn_benchmark is not None:
+        first = marks.get(0)
+        marks = {**marks, 0: lambda: (_set_cudnn_benchmark(cudnn_benchmark), first and first())}
     iterations = warmup + timed + 1
     log_every = TrainSpec().log_every  # the default, so host syncs happen as often as in a user's run
     never = log_every * (iterations // log_every + 1)  # > iterations: no periodic eval or checkpoint
@@ -218,15 +241,21 @@ def lightning_run(
         train(spec, RunOptions(run_dir=run_dir, wandb="off", progress=False), hardware, datamodule=dm)
 
 
-def measure(path: str, model: str, arrays, args, device: torch.device, scratch: Path, repeat: int) -> float:
-    """Training images/s of one path over `args.iters` iterations after `args.warmup`."""
+def measure(
+    path: str, model: str, arrays, args, device: torch.device, scratch: Path, repeat: int
+) -> tuple[float, bool]:
+    """Training images/s of one path over `args.iters` iterations after `args.warmup`, and the
+    `torch.backends.cudnn.benchmark` in effect over them (set to `args.cudnn_benchmark` first)."""
     warmup, timed, batch = args.warmup, args.iters[model], args.batch_size
+    _set_cudnn_benchmark(args.cudnn_benchmark)
     if path == "ours-lightning":
         stamps = {}
-        marks = {
-            warmup: lambda: stamps.setdefault("start", _now(device)),
-            warmup + timed: lambda: stamps.setdefault("stop", _now(device)),
-        }
+
+        def start():
+            stamps["cudnn_benchmark"] = torch.backends.cudnn.benchmark
+            stamps.setdefault("start", _now(device))
+
+        marks = {warmup: start, warmup + timed: lambda: stamps.setdefault("stop", _now(device))}
         lightning_run(
             model,
             arrays,
@@ -239,8 +268,9 @@ def measure(path: str, model: str, arrays, args, device: torch.device, scratch: 
             marks,
             args.precision,
             args.compile,
+            args.cudnn_benchmark,
         )
-        return timed * batch / (stamps["stop"] - stamps["start"])
+        return timed * batch / (stamps["stop"] - stamps["start"]), stamps["cudnn_benchmark"]
     torch.manual_seed(0)
     net = build_model(model).to(device)
     if path == "conventional":
@@ -251,9 +281,67 @@ def measure(path: str, model: str, arrays, args, device: torch.device, scratch: 
     if args.compile:
         net.compile()  # in place, as `--compile` does in train(); compiling happens in the warm-up iterations
     try:
-        return plain_loop(net, batches, warmup, timed, batch, device, args.precision)
+        rate = plain_loop(net, batches, warmup, timed, batch, device, args.precision)
+        return rate, torch.backends.cudnn.benchmark
     finally:
         batches.close()  # shuts the DataLoader's workers down before the next measurement
+
+
+def _set_cudnn_benchmark(on: bool) -> None:
+    torch.backends.cudnn.benchmark = on
+
+
+def _one_line(exc: BaseException) -> str:
+    """'RuntimeError: first line of the message': what a failed measurement's row records."""
+    text = str(exc).strip()
+    return type(exc).__name__ + (f": {text.splitlines()[0]}" if text else "")
+
+
+def _failed(what: str, exc: Exception) -> str:
+    """Print the traceback of a failed measurement (to stderr) and return its one-line error."""
+    traceback.print_exception(exc)
+    error = _one_line(exc)
+    print(f"throughput: {what} failed: {error}; going on with the rest", file=sys.stderr, flush=True)
+    return error
+
+
+def host_overhead(args, arrays, scratch: Path) -> dict:
+    """Seconds per iteration of paths 2 and 3 on HOST_MODEL at batch HOST_BATCH on the CPU (fp32, eager), and
+    their difference: the host time per iteration the Lightning path adds (medians over args.repeats)."""
+    cpu = torch.device("cpu")
+    sized = argparse.Namespace(
+        **{
+            **vars(args),
+            "warmup": HOST_WARMUP,
+            "iters": {HOST_MODEL: args.host_iters},
+            "batch_size": HOST_BATCH,
+            "precision": "32-true",
+            "compile": False,
+        }
+    )
+    seconds, errors = {p: [] for p in HOST_PATHS}, {}
+    for repeat in range(args.repeats):
+        for path in HOST_PATHS[repeat % 2 :] + HOST_PATHS[: repeat % 2]:
+            try:
+                rate, _ = measure(path, HOST_MODEL, arrays, sized, cpu, scratch, f"host-{repeat}")
+                seconds[path].append(HOST_BATCH / rate)
+            except Exception as exc:  # a UserError too: the host figure is an extra, the table stands without it
+                errors.setdefault(path, _failed(f"host overhead, {path}", exc))
+    plain, lightning = (statistics.median(seconds[p]) if seconds[p] else math.nan for p in HOST_PATHS)
+    print(
+        f"throughput: host time per iteration on the CPU, {HOST_MODEL} batch {HOST_BATCH}: plain loop "
+        f"{plain * 1e3:.2f} ms, Lightning {lightning * 1e3:.2f} ms, overhead {(lightning - plain) * 1e3:+.2f} ms",
+        flush=True,
+    )
+    return {
+        "host_overhead_s": lightning - plain,
+        "host_plain_s": plain,
+        "host_lightning_s": lightning,
+        "host_setup": f"{HOST_MODEL} batch {HOST_BATCH} fp32, {HOST_WARMUP} warm-up + {args.host_iters} timed "
+        f"iterations, {args.repeats} repeat(s)",
+        "host_cpu": f"CPU {_cpu_model()}",
+        "host_error": "; ".join(f"{p}: {e}" for p, e in errors.items()),
+    }
 
 
 def _now(device: torch.device) -> float:
@@ -305,6 +393,7 @@ def profile(model: str, arrays, args, device: torch.device, scratch: Path) -> No
         {args.warmup: start, args.warmup + PROFILE_ITERS: stop},
         args.precision,
         args.compile,
+        args.cudnn_benchmark,
     )
     averages = prof.key_averages()
     sort_by = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
@@ -323,21 +412,30 @@ def profile(model: str, arrays, args, device: torch.device, scratch: Path) -> No
 
 
 def summarise(raw: pd.DataFrame, gemm: list[float], mult_adds: dict[str, int], meta: dict) -> pd.DataFrame:
-    """One row per (model, path): median and min/max images/s, ratios of medians, achieved GFLOP/s."""
+    """One row per (model, path): median and min/max images/s, ratios of medians, achieved GFLOP/s.
+
+    A failed measurement (a raw row with an `error`) counts in no figure; its error is the row's `error`,
+    and a path with no measurement left has NaN figures. Columns absent from `meta` are left empty.
+    """
     rows = []
     gemm_median = statistics.median(gemm)
     for (model, path), runs in raw.groupby(["model", "path"], sort=False):
-        values = runs["images_per_s"].tolist()
-        median = statistics.median(values)
+        values = runs["images_per_s"].dropna().tolist()
+        median = statistics.median(values) if values else math.nan
         gflops = 3 * mult_adds[model] * 2 * median / 1e9  # backward ~ 2x forward
+        errors = runs["error"].dropna().unique().tolist() if "error" in runs else []
+        settings = runs["cudnn_benchmark"].dropna().unique().tolist() if "cudnn_benchmark" in runs else []
         rows.append(
             {
                 "model": model,
                 "path": path,
                 "images_per_s": median,
-                "images_per_s_min": min(values),
-                "images_per_s_max": max(values),
-                "images_per_s_runs": ";".join(f"{v:.1f}" for v in values),
+                "images_per_s_min": min(values, default=math.nan),
+                "images_per_s_max": max(values, default=math.nan),
+                "images_per_s_runs": ";".join(f"{v:.1f}" for v in runs["images_per_s"]),
+                "error": "; ".join(errors) or None,
+                # what was in effect over the timed iterations; "mixed" would say the comparison is unfair
+                "cudnn_benchmark": (bool(settings[0]) if len(settings) == 1 else "mixed") if settings else None,
                 "timed_iters": runs["timed_iters"].iloc[0],
                 "mult_adds": mult_adds[model],
                 "gflops": gflops,
@@ -353,7 +451,41 @@ def summarise(raw: pd.DataFrame, gemm: list[float], mult_adds: dict[str, int], m
             medians[m, p] / medians[m, base] if (m, base) in medians.index else float("nan")
             for m, p in zip(table["model"], table["path"], strict=True)
         ]
-    return table[CSV_COLUMNS]
+    return table.reindex(columns=CSV_COLUMNS)
+
+
+def _cell(row) -> str:
+    """'median [min–max]' images/s, or what failed (pipes escaped: the error stands in a Markdown table)."""
+    failed = "" if pd.isna(row.error) else "failed: " + str(row.error).replace("|", "\\|")
+    if pd.isna(row.images_per_s):
+        return failed
+    figure = f"{row.images_per_s:.1f} [{row.images_per_s_min:.1f}–{row.images_per_s_max:.1f}]"
+    return f"{figure}; {failed}" if failed else figure
+
+
+def _cudnn_line(table: pd.DataFrame) -> str:
+    settings = table["cudnn_benchmark"].dropna().astype(str).unique().tolist()
+    if len(settings) == 1 and settings[0] != "mixed":
+        return f"cuDNN autotuning (`torch.backends.cudnn.benchmark`) {settings[0]} in every path."
+    return f"cuDNN autotuning (`torch.backends.cudnn.benchmark`) DIFFERED between paths: {', '.join(settings)}."
+
+
+def _host_paragraph(r) -> str:
+    """The host time per iteration that path 3 adds to path 2 on a tiny net, measured on the CPU."""
+    if pd.isna(r.host_overhead_s):
+        failed = not pd.isna(r.host_error) and r.host_error
+        return "Host overhead of the Lightning path: " + (
+            f"failed ({r.host_error})." if failed else "not measured (--host-iters 0)."
+        )
+    return (
+        f"Host overhead of the Lightning path: **{r.host_overhead_s * 1e3:+.2f} ms per iteration** "
+        f"(path 3 {r.host_lightning_s * 1e3:.2f} ms − path 2 {r.host_plain_s * 1e3:.2f} ms per iteration, medians; "
+        f"{r.host_setup}). This is a CPU figure, measured on {r.host_cpu} with {r.threads} torch thread(s) "
+        "whatever the device above: the same data module and net through `train()` instead of the plain loop, "
+        "so the difference is the per-step host work Lightning and our module's hooks and logging add. On a CPU "
+        "the host also does the arithmetic, so it is added time; on a GPU it is hidden only while the kernels "
+        "queued outlast it."
+    )
 
 
 def render(table: pd.DataFrame, gemm: list[float], info: dict) -> str:
@@ -365,20 +497,16 @@ def render(table: pd.DataFrame, gemm: list[float], info: dict) -> str:
         f"Training images/s, batch {r.batch_size}, {numerics_label(r.precision, r['compile'])}, on "
         f"{info['device_name']}: median of {r.repeats} "
         f"repeat(s) [min–max], each {r.warmup_iters} warm-up + the timed iterations shown. Generated by "
-        "`benchmarks/throughput.py`; ratios are ratios of medians.",
+        "`benchmarks/throughput.py`; ratios are ratios of medians. " + _cudnn_line(table),
         "",
         "| model | timed iters | " + " | ".join(PATHS.values()) + " | 3/1 | 3/2 | GFLOP/s (3) | of GEMM |",
         "|---|---:|" + "---:|" * (len(PATHS) + 4),
     ]
     for model, rows in table.groupby("model", sort=False):
         by_path = rows.set_index("path")
-        cells = [
-            f"{by_path.images_per_s[p]:.1f} [{by_path.images_per_s_min[p]:.1f}–{by_path.images_per_s_max[p]:.1f}]"
-            if p in by_path.index
-            else "–"
-            for p in PATHS
-        ]
+        cells = [_cell(by_path.loc[p]) if p in by_path.index else "–" for p in PATHS]
         ours = by_path.loc["ours-lightning"] if "ours-lightning" in by_path.index else None
+        ours = ours if ours is not None and not pd.isna(ours.images_per_s) else None
         tail = (
             [
                 f"{ours.vs_conventional:.2f}x",
@@ -404,6 +532,8 @@ def render(table: pd.DataFrame, gemm: list[float], info: dict) -> str:
             else ' The GEMM stays fp32, so "of GEMM" compares reduced-precision '
             "training with fp32 matrix speed (it can exceed 100%)."
         ),
+        "",
+        _host_paragraph(r),
         "",
         "## What was measured",
         "",
@@ -433,7 +563,7 @@ def render(table: pd.DataFrame, gemm: list[float], info: dict) -> str:
         f"- torch threads: {info['threads']} (DataLoader workers use 1 each)",
         *(
             [
-                f"- TF32 (torch defaults, left as they are): convolutions {torch.backends.cudnn.allow_tf32}, "
+                f"- TF32 (off for fp32, as training does): convolutions {torch.backends.cudnn.allow_tf32}, "
                 f"matmul and the GEMM {torch.backends.cuda.matmul.allow_tf32}"
             ]
             if info["cuda"]
@@ -495,6 +625,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--compile", action="store_true", help="torch.compile the network in all three paths")
     parser.add_argument(
+        "--cudnn-benchmark",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="torch.backends.cudnn.benchmark in every path (default on, as `resnet-repro train` runs)",
+    )
+    parser.add_argument(
+        "--host-iters",
+        type=int,
+        default=None,
+        help=f"timed iterations of the host-overhead figure ({HOST_MODEL}, batch {HOST_BATCH}, on the CPU; "
+        "default 100, --quick 25; 0: skip it)",
+    )
+    parser.add_argument(
         "--profile",
         action="store_true",
         help="only profile path 3 (torch.profiler, top ops) for each model; writes no results",
@@ -530,6 +673,9 @@ def _settings(args, device: torch.device) -> None:
     args.iters = {
         m: args.iters if args.iters is not None else max(2, n // 4 if args.quick else n) for m, n in per_model.items()
     }
+    args.host_iters = args.host_iters if args.host_iters is not None else (25 if args.quick else 100)
+    if args.host_iters < 0:
+        raise UserError("--host-iters must be >= 0")
     for name in ("repeats", "batch_size", "gemm_size"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
@@ -584,7 +730,13 @@ def measure_all(args, arrays, device: torch.device, scratch: Path) -> tuple[pd.D
             # Rotating the order spreads slow drifts (other jobs, heat) over all paths alike.
             order = list(PATHS)[repeat % len(PATHS) :] + list(PATHS)[: repeat % len(PATHS)]
             for path in order:
-                rate = measure(path, model, arrays, args, device, scratch, repeat)
+                rate, cudnn_benchmark, error = math.nan, None, None
+                try:
+                    rate, cudnn_benchmark = measure(path, model, arrays, args, device, scratch, repeat)
+                except UserError:
+                    raise  # a mistake in the command (exit status 2), not a failing path
+                except Exception as exc:  # one failing path does not lose the others
+                    error = _failed(f"{model} {path} (repeat {repeat + 1})", exc)
                 raw.append(
                     {
                         "model": model,
@@ -592,11 +744,14 @@ def measure_all(args, arrays, device: torch.device, scratch: Path) -> tuple[pd.D
                         "repeat": repeat,
                         "images_per_s": rate,
                         "timed_iters": args.iters[model],
+                        "cudnn_benchmark": cudnn_benchmark,
+                        "error": error,
                     }
                 )
                 print(
-                    f"{model:>10}  repeat {repeat + 1}/{args.repeats}  {path:<15} {rate:8.1f} img/s  "
-                    f"({args.iters[model]} timed iterations; {time.perf_counter() - started:4.0f} s so far)",
+                    f"{model:>10}  repeat {repeat + 1}/{args.repeats}  {path:<15} "
+                    + (f"{rate:8.1f} img/s" if error is None else "  FAILED")
+                    + f"  ({args.iters[model]} timed iterations; {time.perf_counter() - started:4.0f} s so far)",
                     flush=True,
                 )
             gemm.append(gemm_gflops(args.gemm_size, device))
@@ -608,6 +763,10 @@ def run(args) -> int:
     _settings(args, device)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.precision == "32-true":
+        # As `resnet-repro train` does for fp32 (and the Lightning path would do half-way through): every path
+        # in true fp32, none in TF32.
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     cores = os.cpu_count() or 1
     load_start, cpu_start, wall_start = _load(), _cpu_seconds(), time.perf_counter()
     print(
@@ -619,12 +778,17 @@ def run(args) -> int:
         print("throughput: warning: the machine is busy; numbers will be low and noisy", flush=True)
     arrays = load_cifar10(args.data, args.data_root, full=not args.allow_partial)
     print(f"throughput: data {arrays.source['path']} ({arrays.source['train']} training images)", flush=True)
-    with tempfile.TemporaryDirectory(prefix="throughput-") as scratch:
-        if args.profile:
-            for model in args.models:
-                profile(model, arrays, args, device, Path(scratch))
-            return 0
-        raw, gemm = measure_all(args, arrays, device, Path(scratch))
+    ours = torch.backends.cudnn.benchmark  # every path sets it (Lightning's Trainer too); the caller's comes back
+    try:
+        with tempfile.TemporaryDirectory(prefix="throughput-") as scratch:
+            if args.profile:
+                for model in args.models:
+                    profile(model, arrays, args, device, Path(scratch))
+                return 0
+            raw, gemm = measure_all(args, arrays, device, Path(scratch))
+            host = host_overhead(args, arrays, Path(scratch)) if args.host_iters else {}
+    finally:
+        _set_cudnn_benchmark(ours)
 
     cpu_end = _cpu_seconds()
     # CPU time the machine spent beyond this process and its DataLoader workers: other people's jobs.
@@ -649,6 +813,7 @@ def run(args) -> int:
             "other_cpu": round(others, 3),
             "commit": meta["commit"],
             "date": date,
+            **host,
         },
     )
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
@@ -681,6 +846,11 @@ def run(args) -> int:
             "measure again on an idle machine",
             flush=True,
         )
+    failed = [f"{m} {p}" for m, p, e in zip(table.model, table.path, table.error, strict=True) if not pd.isna(e)]
+    failed += ["the host-overhead figure"] if host.get("host_error") else []
+    if failed:  # the last line, which gpu_session.py quotes
+        print(f"throughput: error: {len(failed)} measurement(s) failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
     return 0
 
 

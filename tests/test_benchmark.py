@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import math
 import warnings
 from pathlib import Path
 
@@ -59,6 +60,61 @@ def test_throughput_main_writes_md_and_csv(throughput, tiny_args, tmp_path, caps
     assert "| resnet8 | 2 |" in md and "3/1" in md and "3/2" in md
     assert "python benchmarks/throughput.py --models resnet8" in md  # the exact command is recorded
     assert "repeat 1/1  ours-lightning" in capsys.readouterr().out  # progress lines
+
+
+def test_throughput_reports_the_host_overhead_of_lightning_per_iteration(throughput, tiny_args, tmp_path):
+    assert (
+        throughput.main(
+            [*tiny_args, "--repeats", "1", "--gemm-size", "64", "--host-iters", "3", "--out", str(tmp_path)]
+        )
+        == 0
+    )
+    table = pd.read_csv(tmp_path / "throughput.csv")
+    host = table.iloc[0]
+    assert table["host_overhead_s"].nunique() == 1  # one figure for the run, on every row like the GEMM's
+    assert host.host_plain_s > 0 and host.host_lightning_s > 0  # elapsed seconds per iteration
+    overhead = host.host_overhead_s
+    assert math.isfinite(overhead) and overhead == pytest.approx(
+        host.host_lightning_s - host.host_plain_s, abs=1e-5
+    )  # each rounded in the CSV
+    assert host.host_cpu.startswith("CPU ") and "resnet8" in host.host_setup and pd.isna(host.host_error)
+    md = (tmp_path / "throughput.md").read_text()
+    assert "Host overhead of the Lightning path" in md and "a CPU figure" in md and host.host_cpu in md
+    assert f"{overhead * 1e3:+.2f} ms per iteration" in md
+
+
+def test_throughput_runs_every_path_under_one_cudnn_benchmark_setting(throughput, tiny_args, tmp_path, monkeypatch):
+    """Lightning's Trainer sets cudnn.benchmark itself (train() asks for autotuning); every row must say the
+    setting asked for, including paths measured after a Lightning run (the order rotates between repeats)."""
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    argv = [*tiny_args, "--repeats", "2", "--gemm-size", "64", "--host-iters", "2", "--no-cudnn-benchmark"]
+    assert throughput.main([*argv, "--out", str(tmp_path)]) == 0
+    table = pd.read_csv(tmp_path / "throughput.csv")
+    assert len(table) == 3 and table["cudnn_benchmark"].tolist() == [False] * 3
+    assert "(`torch.backends.cudnn.benchmark`) False in every path" in (tmp_path / "throughput.md").read_text()
+    assert torch.backends.cudnn.benchmark is True  # the process's setting is restored afterwards
+
+
+def test_throughput_a_failing_path_is_recorded_and_the_others_are_written(
+    throughput, tiny_args, tmp_path, monkeypatch, capsys
+):
+    def broken(*args, **kwargs):
+        raise RuntimeError("Lightning went wrong\nsecond line")
+
+    monkeypatch.setattr(throughput, "lightning_run", broken)
+    argv = [*tiny_args, "--repeats", "1", "--gemm-size", "64", "--host-iters", "2", "--out", str(tmp_path)]
+    assert throughput.main(argv) == 1  # a path failed
+    table = pd.read_csv(tmp_path / "throughput.csv").set_index("path")
+    assert list(table.index) == ["conventional", "ours-plain", "ours-lightning"]
+    assert (table.loc[["conventional", "ours-plain"], "images_per_s"] > 0).all()
+    assert table.loc[["conventional", "ours-plain"], "error"].isna().all()
+    assert pd.isna(table.images_per_s["ours-lightning"])
+    assert table.error["ours-lightning"] == "RuntimeError: Lightning went wrong"
+    assert pd.isna(table.host_overhead_s.iloc[0]) and "Lightning went wrong" in table.host_error.iloc[0]
+    md = (tmp_path / "throughput.md").read_text()
+    assert "failed: RuntimeError: Lightning went wrong" in md and "second line" not in md
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "failed" in err[-1] and "ours-lightning" in err[-1]
 
 
 def test_throughput_bf16_autocasts_every_path_and_writes_its_own_files(throughput, tiny_args, tmp_path):
