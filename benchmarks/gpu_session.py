@@ -1,141 +1,110 @@
-"""One GPU session in one command: the device, training throughput, packed --jobs rates, then the paper runs.
+"""A lent GPU's window in one command: what the GPU does with this code, measured, and brought back.
 
-For a GPU lent for a few minutes at a time (at most 10 per command). Within --budget (default 540 s), each
-step timed and guarded (a failing step is recorded with its one-line error and the next one runs):
-  1. environment: the device, driver and CUDA versions, torch/torchvision/lightning, CPU count;
-  2. throughput, throughput-bf16: benchmarks/throughput.py (its --quick sizes) on resnet20/56/110, fp32 and bf16-mixed;
-  3. jobs: aggregate training images/s of N = 1, 2, 4, 8 short resnet20 runs sharing the GPU;
-  4. fig6, table6: `resnet-repro run ARTIFACT --profile paper --stop-after <what the budget leaves>` into a
-     persistent --runs-dir (exit status 3, "time limit reached", is expected): each session advances them.
-Everything goes into one folder, default results/gpu-session/<device>-<YYYYMMDD-HHMM>/, with session.md (each
-step, its wall time and outcome, the device) and session.json, rewritten after every step.
+A lent machine keeps nothing and returns only the files under one folder (at most 8 files of at most 16 MiB,
+64 MiB together, no deeper than 2 folders). So every step writes under a scratch folder, and after each step
+--out receives `session.md` (what ran, what it measured, the device), `session.json`, and the scratch
+folder as `session.tar.gz` split into pieces under 15 MiB (`session.tar.gz.00`, `.01`, ...); unpack with
+`cat session.tar.gz.* | tar xz`. Its `runs/` holds every run's logs and, while unfinished, its checkpoint:
+`resnet-repro report ARTIFACT --profile P --runs-dir <unpacked>/runs --keep-checkpoints` keeps them.
 
-    python benchmarks/gpu_session.py                              # the first session on a GPU: at most 9 minutes
-    python benchmarks/gpu_session.py --steps fig6,table6 --jobs 8 # later ones: the whole budget for the paper runs
-                                                                  # (--jobs: the first session's best, jobs.md)
-    python benchmarks/gpu_session.py --cpu-smoke --data tiny-cifar.tar.gz --allow-partial --out /tmp/session
-                                                                  # every step in seconds on a CPU (resnet8, smoke)
+The first window (default --steps), each step guarded (a failure is one line in session.md, the next runs):
+  env        the device, driver, CUDA and cuDNN, library versions, CPUs, TF32 flags;
+  decode     CIFAR-10 decoded once into the cache every later step reads;
+  paper      ResNet-20 at the paper's cadence (64k-iteration schedule, log every 20, evaluate every 500,
+             checkpoint every 2,000) for a share of the budget, extrapolated to 64k iterations;
+  compiled   the same with --compile;
+  profile    host time against GPU kernel time per step (torch.profiler, Lightning's training step);
+  jobs       N = 1, 4, 8 such runs started together: aggregate images/s over a common wall-clock window;
+  precision  ResNet-110, fp32 against bf16-mixed.
+A later window trains an artifact's runs with what is left (--steps decode,artifact --artifact fig6
+--profile mid --jobs 8); they stop with a checkpoint at the deadline and continue on any machine.
 
-CIFAR-10 comes from --data or $RESNET_REPRO_DATA, else a download already under --data-root: a lent machine
-without network needs the copy inside the checkout it gets, and the session stops at once (exit 2) without one.
-Steps start only with enough of the budget left; the jobs step and the artifacts stop at their deadlines
-(an artifact that overruns is interrupted as by Ctrl-C, so its runs checkpoint), while throughput.py runs
-to its end, kept short by its sizes. The runs are cached and resume from their checkpoints, so the same
-command continues them until fig6 and table6 render into the session folder; on a machine that does not
-keep its disk between loans, the session folder's runs/ holds each artifact run's logs and, while unfinished,
-its checkpoint: keep them with `resnet-repro report ARTIFACT --runs-dir <that folder> --keep-checkpoints`, and
-the next session continues them from the checkout's results/runs/ (--resume-from). Exit status: 0 when no
-step failed (steps skipped for lack of time included), 1 when one did, 2 on a mistake in the command,
-130 on Ctrl-C.
+    python benchmarks/gpu_session.py --data .data/cifar10-jpg.tar.gz --out "$OUT"         # on the lent GPU
+    python benchmarks/gpu_session.py --cpu-smoke --data tiny.tar.gz --allow-partial --out /tmp/s   # seconds, CPU
+
+Exit status: 0 when no step failed, 1 when one did, 2 on a mistake in the command, 130 on Ctrl-C.
 """
 
 import argparse
 import contextlib
 import dataclasses
 import importlib.util
-import io
 import json
 import math
 import os
 import platform
-import re
 import shlex
 import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import tempfile
-import threading
 import time
 import traceback
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-if importlib.util.find_spec("resnet_repro") is None:  # a bare checkout, e.g. on a lent GPU machine
+if importlib.util.find_spec("resnet_repro") is None:  # a bare checkout on a lent machine: nothing is installed
     sys.path.insert(0, str(REPO))
 
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from resnet_repro.commands.train import parse_duration  # noqa: E402
-from resnet_repro.data.cifar10 import DataConfig  # noqa: E402
-from resnet_repro.data.sources import DATA_ENV, resolve_source  # noqa: E402
-from resnet_repro.errors import EXIT_TIME_LIMIT, UserError, exit_status  # noqa: E402
+from resnet_repro.errors import UserError, exit_status  # noqa: E402
+from resnet_repro.records import read_run  # noqa: E402
 
-FALLBACK_JOBS = 4  # runs at once for the artifacts when --jobs auto has no jobs measurement to go by
+# What comes back from a lent machine (the device tool's limits), with a margin.
+RETURN_FILES, RETURN_FILE_BYTES, RETURN_TOTAL_BYTES = 8, 15 * 2**20, 60 * 2**20
+PAPER_CADENCE = ("--log-every", "20", "--eval-every", "500", "--checkpoint-every", "2000")
+PAPER_ITERS, BATCH = 64_000, 128
 
 
 @dataclasses.dataclass(frozen=True)
 class Mode:
-    """The sizes of a session: a real one on a GPU, or a CPU smoke run of seconds."""
+    """The sizes of a session: a real one on a GPU, or a CPU smoke run of seconds that takes the same paths."""
 
     name: str
-    device: str  # torch's name for it
-    accelerator: str  # Lightning's
-    budget: float
-    profile: str
-    throughput_flags: tuple[str, ...]
-    jobs_sweep: str
-    jobs_model: str
-    jobs_iters: int
-    jobs_batch: int
-    jobs_log_every: int
-    jobs_allow: float  # the most seconds the jobs step may take
-    threads: int | None  # torch CPU threads per process; None: each command's default
-    needs: dict  # step -> seconds of budget it must have left to start
-    grace: float  # seconds between an artifact's --stop-after and its kill: its checkpoints and exit
-    reserve: float  # seconds kept back at the end for the session's own files
+    accelerator: str
+    budget: float  # seconds for all steps
+    model: str  # the paper-cadence and jobs steps' net
+    big_model: str  # the precision step's net
+    cadence: tuple[str, ...]  # log/eval/checkpoint flags of the timed runs
+    jobs: tuple[int, ...]
+    shares: dict  # each step's share of the budget (seconds), in order
+    extra: tuple[str, ...] = ()  # flags every training command gets
+    profile_steps: tuple[int, int] = (20, 20)  # the profile step's warm-up steps, then profiled steps
+    # The timed runs' length: None, the paper's 64k schedule stopped by the step's time; a count, a schedule of
+    # that many iterations run to its end (smoke: however busy the machine, every step does its work).
+    iterations: int | None = None
 
 
 GPU = Mode(
-    name="gpu",
-    device="cuda",
-    accelerator="gpu",
-    budget=540.0,
-    profile="paper",
-    throughput_flags=("--models", "resnet20,resnet56,resnet110", "--quick", "--warmup", "10"),
-    jobs_sweep="1,2,4,8",
-    jobs_model="resnet20",
-    jobs_iters=400,
-    jobs_batch=128,
-    jobs_log_every=20,
-    jobs_allow=120.0,
-    threads=None,
-    needs={"environment": 0, "throughput": 60, "throughput-bf16": 60, "jobs": 60, "fig6": 90, "table6": 90},
-    grace=30.0,
-    reserve=10.0,
+    "gpu",
+    "gpu",
+    budget=435.0,
+    model="resnet20",
+    big_model="resnet110",
+    cadence=PAPER_CADENCE,
+    jobs=(1, 4, 8),
+    shares={"decode": 40, "checks": 25, "paper": 65, "compiled": 85, "profile": 30, "jobs": 120, "precision": 70},
 )
 SMOKE = Mode(
-    name="cpu-smoke",
-    device="cpu",
-    accelerator="cpu",
-    budget=300.0,
-    profile="smoke",
-    throughput_flags=(
-        "--models",
-        "resnet8",
-        "--batch-size",
-        "16",
-        "--warmup",
-        "1",
-        "--iters",
-        "2",
-        "--repeats",
-        "1",
-        "--gemm-size",
-        "64",
-    ),
-    jobs_sweep="1,2",
-    jobs_model="resnet8",
-    jobs_iters=6,
-    jobs_batch=16,
-    jobs_log_every=3,
-    jobs_allow=120.0,
-    threads=1,
-    needs={},
-    grace=10.0,
-    reserve=1.0,
+    "cpu-smoke",
+    "cpu",
+    budget=1800.0,  # a bound, not a plan: its runs are sized in iterations
+    model="resnet8",
+    big_model="resnet8",
+    cadence=("--log-every", "2", "--eval-every", "4", "--checkpoint-every", "4", "--batch-size", "16"),
+    jobs=(1, 2),
+    shares={"decode": 5, "checks": 20, "paper": 15, "compiled": 35, "profile": 15, "jobs": 40, "precision": 20},
+    extra=("--threads", "1", "--allow-partial"),
+    profile_steps=(2, 3),
+    iterations=24,
 )
+STEPS = ("env", "decode", "checks", "paper", "compiled", "profile", "jobs", "precision", "artifact")
+FIRST_WINDOW = STEPS[:-1]
 
 
 class StepError(Exception):
@@ -143,51 +112,97 @@ class StepError(Exception):
 
 
 @dataclasses.dataclass
-class Outcome:
-    """What a step did: one line for the summary table, the files it wrote, optional Markdown details."""
-
-    summary: str
-    files: list[str] = dataclasses.field(default_factory=list)
-    details: list[str] = dataclasses.field(default_factory=list)
-
-
-@dataclasses.dataclass
 class Session:
-    """One session's flags, folder, deadline and the record of its steps so far."""
-
     args: argparse.Namespace
     mode: Mode
-    device_name: str
-    out: Path
-    started: float  # time.time()
+    work: Path  # everything is written here, then packed into --out
+    started: float
     command: str
     env: dict = dataclasses.field(default_factory=dict)
     steps: list[dict] = dataclasses.field(default_factory=list)
-    best_jobs: int | None = None
 
     @property
     def deadline(self) -> float:
-        return self.started + self.args.budget - self.mode.reserve
+        return self.started + self.args.budget
 
     def left(self) -> float:
-        """Seconds of the budget left for steps."""
         return self.deadline - time.time()
 
+    def budget_for(self, step: str) -> float:
+        """The step's share of the budget, in seconds; never more than what is left."""
+        total = sum(self.mode.shares[s] for s in self.args.steps if s in self.mode.shares)
+        return max(0.0, min(self.mode.shares.get(step, 0) * self.args.budget / total, self.left() - 5))
 
-# --- step 1: the environment ----------------------------------------------------------------------
+    def length(self, seconds: float) -> list[str]:
+        """How long a timed run trains: `seconds` of the paper's schedule, or the mode's fixed iterations."""
+        n = self.mode.iterations
+        if n is None:
+            return ["--stop-after", f"{seconds:.0f}"]
+        return ["--iterations", str(n), "--milestones", f"{n // 2},{3 * n // 4}"]
+
+    def timeout(self, seconds: float) -> float:
+        """When to stop a timed run by force: well after its own --stop-after, or (fixed iterations) never
+        before the session's bound."""
+        return seconds + 120 if self.mode.iterations is None else max(self.left(), 60.0)
+
+    def train_args(self) -> list[str]:
+        """The flags every training command of the session shares: data, cache, no W&B, no bar."""
+        a = self.args
+        flags = ["--data", a.data, "--data-root", str(self.work / "cache"), "--wandb", "off", "--no-progress"]
+        return [*flags, "--accelerator", self.mode.accelerator, *self.mode.extra]
 
 
-def step_environment(session: Session) -> Outcome:
-    """Print and write environment.json: the device, driver, CUDA, library versions and CPUs."""
+# --- running a command ----------------------------------------------------------------------------
+
+
+def cli(session: Session, args: list[str], log: Path, timeout: float) -> subprocess.Popen:
+    """Start `resnet-repro ARGS` from this checkout (installed or not) in its own process group, output to `log`."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "resnet_repro", *args]
+    with log.open("w") as sink:
+        sink.write("$ " + shlex.join(command) + "\n")
+        sink.flush()
+        proc = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    proc.timeout_at = time.time() + timeout  # type: ignore[attr-defined]
+    return proc
+
+
+def wait(procs: list[subprocess.Popen], grace: float = 20.0) -> list[int]:
+    """Wait for every process; one still going at its timeout gets SIGTERM (a run checkpoints and stops),
+    then SIGKILL `grace` seconds later. Their exit statuses."""
+    for proc in procs:
+        left = proc.timeout_at - time.time()  # type: ignore[attr-defined]
+        try:
+            proc.wait(timeout=max(left, 0.1))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    return [proc.returncode for proc in procs]
+
+
+def _last_line(path: Path) -> str:
+    lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "(no output)"
+
+
+# --- the steps ------------------------------------------------------------------------------------
+
+
+def step_env(session: Session) -> dict:
     import lightning
     import torchvision
 
-    from resnet_repro.rundir import provenance
-
-    meta = provenance()
     env = {
-        "device": session.device_name,
-        **nvidia_smi(),
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU {_cpu_model()}",
+        **_nvidia_smi(),
         "torch": torch.__version__,
         "torch_cuda": torch.version.cuda or "none",
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else "none",
@@ -196,32 +211,479 @@ def step_environment(session: Session) -> Outcome:
         "python": platform.python_version(),
         "cpu": _cpu_model(),
         "cpu_count": os.cpu_count(),
-        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "commit": meta["commit"],
-        "host": meta["host"],
+        "load_1min": os.getloadavg()[0],
+        "wandb_importable": importlib.util.find_spec("wandb") is not None,
+        "tf32_default": {
+            "cudnn": torch.backends.cudnn.allow_tf32,
+            "matmul": torch.backends.cuda.matmul.allow_tf32,
+        },
+        "commit": os.environ.get("RESNET_REPRO_COMMIT") or _git_commit(),
     }
-    if session.mode.device == "cuda":
+    if torch.cuda.is_available():
         env["gpu_memory_gib"] = round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)
     session.env = env
-    (session.out / "environment.json").write_text(json.dumps(env, indent=2) + "\n")
-    for key, value in env.items():
-        print(f"gpu_session: {key:>13}: {value}", flush=True)
-    return Outcome(
-        f"{env['device']}; driver {env['driver']}, CUDA {env['cuda_driver']} (torch built for {env['torch_cuda']}); "
-        f"torch {env['torch']}, torchvision {env['torchvision']}, lightning {env['lightning']}; {env['cpu_count']} CPUs",
-        ["environment.json"],
+    return {"summary": f"{env['device']}; torch {env['torch']} (CUDA {env['torch_cuda']}), {env['cpu_count']} CPUs"}
+
+
+def step_decode(session: Session) -> dict:
+    """Decode the data once, so that the timed steps (and N processes at once) find the cache ready."""
+    from resnet_repro.data.sources import load_cifar10
+
+    began = time.perf_counter()
+    root = session.work / "cache"
+    arrays = load_cifar10(session.args.data, root, full=not session.args.allow_partial, progress=False)
+    seconds = time.perf_counter() - began
+    return {"summary": f"{len(arrays.train_labels)} train images decoded in {seconds:.0f} s", "seconds": seconds}
+
+
+def step_checks(session: Session) -> dict:
+    """What only a GPU can say about correctness: --deterministic trains, and fp32 runs record TF32 off."""
+    model, out = session.mode.model, session.work / "runs-checks"
+    args = ["train", model, "--out", str(out), "--name", "deterministic", "--deterministic", "--iterations", "40"]
+    args += ["--milestones", "20,30", "--log-every", "20", "--eval-every", "40", "--checkpoint-every", "40"]
+    log = session.work / "logs" / "checks-deterministic.log"
+    (status,) = wait([cli(session, [*args, *session.train_args()], log, session.budget_for("checks") + 60)])
+    if status != 0:
+        raise StepError(f"--deterministic: train exited {status}: {_last_line(log)}")
+    record = json.loads((out / "deterministic" / "run.json").read_text())
+    return {
+        "summary": f"--deterministic trained 40 iterations (test error {record['final']['test/error']:.1f}%); "
+        f"run.json tf32 {record.get('tf32')} at {record['hardware_flags']['precision']}",
+        "tf32": record.get("tf32"),
+    }
+
+
+def timed_run(session: Session, name: str, model: str, seconds: float, *flags: str) -> dict:
+    """One run on the paper's 64k schedule and cadence, stopped after `seconds`: its rates."""
+    out = session.work / "runs-timed"
+    args = ["train", model, "--out", str(out), "--name", name, *session.mode.cadence, *session.train_args(), *flags]
+    args += session.length(seconds)
+    log = session.work / "logs" / f"{name}.log"
+    (status,) = wait([cli(session, args, log, session.timeout(seconds))])
+    if status not in (0, 3) or not (out / name / "run.json").exists():
+        raise StepError(f"train {model} {' '.join(flags)} exited {status}: {_last_line(log)}")
+    record, curves = read_run(out / name)
+    return rates(record, curves, warm=0.25)
+
+
+def rates(record: dict, curves: pd.DataFrame, warm: float) -> dict:
+    """Training-only images/s (median of the logged intervals after the first `warm` share) and the whole
+    run's iterations per wall second, evaluations and checkpoints included."""
+    train = curves.dropna(subset=["throughput"])
+    steady = train[train["step"] > train["step"].max() * warm] if len(train) > 4 else train
+    iterations = int(record.get("iterations") or (train["step"].max() if len(train) else 0))
+    wall = float(record.get("wall_time_s") or float("nan"))
+    batch = record["spec"]["batch_size"]
+    images_s = float(steady["throughput"].median()) if len(steady) else float("nan")
+    return {
+        "iterations": iterations,
+        "wall_s": wall,
+        "train_images_per_s": images_s,
+        "iters_per_wall_s": iterations / wall if wall > 0 else float("nan"),
+        "evaluations": int(curves["test/error"].notna().sum()),
+        "batch": batch,
+    }
+
+
+def extrapolate(r: dict) -> dict:
+    """The paper's 64k iterations at this run's rates: training alone, and with evaluations every 500 and
+    checkpoints every 2,000, whose cost is the wall time the training rate does not explain."""
+    train_s = r["iterations"] * r["batch"] / r["train_images_per_s"]
+    overhead = max(r["wall_s"] - train_s, 0.0)
+    per_event = overhead / max(r["evaluations"] + r["iterations"] // 2000, 1)
+    full_train = PAPER_ITERS * r["batch"] / r["train_images_per_s"]
+    full = full_train + per_event * (PAPER_ITERS // 500 + PAPER_ITERS // 2000)
+    return {
+        "paper_train_only_min": full_train / 60,
+        "seconds_per_eval_or_checkpoint": per_event,
+        "paper_min": full / 60,
+    }
+
+
+def step_paper(session: Session, compiled: bool = False) -> dict:
+    seconds = session.budget_for("compiled" if compiled else "paper")
+    name = f"{session.mode.model}-{'compiled' if compiled else 'eager'}"
+    r = timed_run(session, name, session.mode.model, seconds, *(["--compile"] if compiled else []))
+    r |= extrapolate(r)
+    return {
+        "summary": f"{r['iterations']} iterations in {r['wall_s']:.0f} s: {r['train_images_per_s']:.0f} img/s training; "
+        f"64k iterations at the paper's cadence would take {r['paper_min']:.1f} min "
+        f"({r['paper_train_only_min']:.1f} min training, {r['seconds_per_eval_or_checkpoint']:.2f} s per evaluation or checkpoint)",
+        **r,
+    }
+
+
+def step_profile(session: Session) -> dict:
+    """Host time against device time per training step: Lightning's step, profiled after a warm-up."""
+    warm, active = session.mode.profile_steps
+    from lightning.pytorch import Callback, Trainer
+    from torch.profiler import ProfilerActivity, profile
+
+    from resnet_repro.data import build_datamodule
+    from resnet_repro.data.cifar10 import DataConfig
+    from resnet_repro.module import ClassifierModule
+    from resnet_repro.spec import Schedule, TrainSpec
+
+    batch = (
+        int(session.mode.cadence[session.mode.cadence.index("--batch-size") + 1])
+        if "--batch-size" in session.mode.cadence
+        else BATCH
     )
+    spec = TrainSpec(
+        model=session.mode.model,
+        batch_size=batch,
+        schedule=Schedule(max_iters=warm + active + 4, milestones=(warm + active + 2, warm + active + 3)),
+        data=DataConfig(data=session.args.data, root=str(session.work / "cache"), full=not session.args.allow_partial),
+        log_every=20,
+        eval_every=10_000,
+        checkpoint_every=20,
+    )
+    cuda = torch.cuda.is_available() and session.mode.accelerator == "gpu"
+    activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]
+    window: dict = {}
+
+    class Window(Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            if trainer.global_step == warm:
+                if cuda:
+                    torch.cuda.synchronize()
+                window["prof"] = profile(activities=activities)
+                window["prof"].__enter__()
+                window["t0"] = time.perf_counter()
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            if trainer.global_step == warm + active:
+                if cuda:
+                    torch.cuda.synchronize()
+                window["wall"] = time.perf_counter() - window["t0"]
+                window["prof"].__exit__(None, None, None)
+
+    trainer = Trainer(
+        max_steps=warm + active + 4,
+        accelerator=session.mode.accelerator,
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        callbacks=[Window()],
+        benchmark=True,
+    )
+    trainer.fit(ClassifierModule(spec), datamodule=build_datamodule(spec))
+    events = window["prof"].key_averages()
+    host_ms = sum(e.self_cpu_time_total for e in events) / 1e3 / active
+    device_ms = sum(getattr(e, "self_device_time_total", 0) for e in events) / 1e3 / active if cuda else float("nan")
+    wall_ms = window["wall"] * 1e3 / active
+    top = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:8]
+    (session.work / "profile.txt").write_text(events.table(sort_by="self_cpu_time_total", row_limit=30) + "\n")
+    bound = "host-bound" if cuda and device_ms < 0.8 * wall_ms else "device-bound" if cuda else "CPU"
+    return {
+        "summary": f"per step: {wall_ms:.2f} ms wall, {host_ms:.2f} ms host op time, {device_ms:.2f} ms GPU kernel time ({bound})",
+        "wall_ms": wall_ms,
+        "host_ms": host_ms,
+        "device_ms": device_ms,
+        "top_host_ops": [e.key for e in top],
+    }
 
 
-def nvidia_smi() -> dict:
-    """Driver version and the CUDA version the driver supports, from nvidia-smi ('none' without it)."""
+def step_jobs(session: Session) -> dict:
+    """N runs started together; aggregate images/s over the wall-clock window in which all N are training.
+
+    Each run logs its step every 20 iterations (flushed every 100); the window opens when the slowest run
+    has logged its first rows and closes when the first one stops, so start-up is never counted."""
+    share = session.budget_for("jobs") / len(session.mode.jobs)
+    rows = []
+    for n in session.mode.jobs:
+        seconds = min(share, (session.left() - 5) / max(1, len(session.mode.jobs) - len(rows)))
+        if seconds < 10 and session.mode.iterations is None:
+            raise StepError(f"no time left for N={n} ({seconds:.0f} s)")
+        out = session.work / "runs-jobs" / f"n{n}"
+        procs, samples = [], []
+        for k in range(n):
+            args = ["train", session.mode.model, "--seed", str(k), "--out", str(out), "--name", f"run{k}"]
+            args += [*session.mode.cadence, *session.train_args(), *session.length(seconds)]
+            procs.append(cli(session, args, session.work / "logs" / f"jobs-n{n}-run{k}.log", session.timeout(seconds)))
+        while any(p.poll() is None for p in procs):
+            samples.append((time.time(), [_logged_step(out / f"run{k}" / "metrics.csv") for k in range(n)]))
+            time.sleep(0.5)
+        statuses = wait(procs)
+        if any(status not in (0, 3) for status in statuses):
+            raise StepError(
+                f"N={n}: a run exited {statuses}: {_last_line(session.work / 'logs' / f'jobs-n{n}-run0.log')}"
+            )
+        rate = aggregate(samples, n, _batch(session))
+        if math.isnan(rate["images_per_s"]):  # too short to see all N log (smoke): whole runs, start-up included
+            records = [json.loads((out / f"run{k}" / "run.json").read_text()) for k in range(n)]
+            wall = max(r["wall_time_s"] for r in records)
+            images = sum(r["iterations"] * r["spec"]["batch_size"] for r in records)
+            rate = {"images_per_s": images / wall, "window_s": wall, "window": "whole runs, start-up included"}
+        rows.append({"n": n, "statuses": statuses, **rate})
+    best = max(rows, key=lambda r: r["images_per_s"] if not math.isnan(r["images_per_s"]) else -1)
+    text = "; ".join(f"N={r['n']}: {r['images_per_s']:.0f} img/s over {r['window_s']:.0f} s" for r in rows)
+    return {"summary": f"{text} (best N={best['n']})", "rows": rows}
+
+
+def aggregate(samples: list[tuple[float, list[int | None]]], n: int, batch: int) -> dict:
+    """Images/s of all runs together between the first sample at which every run has logged a step and the
+    last sample at which none has stopped yet (a step that stops advancing is a run that ended)."""
+    started = [(t, steps) for t, steps in samples if all(s is not None for s in steps)]
+    if len(started) < 2:
+        return {"images_per_s": float("nan"), "window_s": 0.0}
+    (t0, first), (t1, last) = started[0], started[-1]
+    # Close the window before the first run finishes: the last sample whose every run still moved afterwards.
+    ends = []
+    for k in range(n):
+        final = last[k]
+        ends.append(next((t for t, steps in started if steps[k] == final), t1))
+    t_end = min(ends)
+    at_end = next(steps for t, steps in started if t >= t_end)
+    images = sum(b - a for a, b in zip(first, at_end, strict=True)) * batch
+    window = t_end - t0
+    return {"images_per_s": images / window if window > 0 else float("nan"), "window_s": window}
+
+
+def _logged_step(metrics: Path) -> int | None:
+    """The last iteration a run's metrics.csv has logged so far (None before its first row)."""
+    try:
+        lines = metrics.read_text().splitlines()
+    except OSError:
+        return None
+    if len(lines) < 2:
+        return None
+    header = lines[0].split(",")
+    for line in reversed(lines[1:]):
+        cells = line.split(",")
+        if len(cells) == len(header):
+            with contextlib.suppress(ValueError):
+                return int(float(cells[header.index("step")])) + 1
+    return None
+
+
+def _batch(session: Session) -> int:
+    c = session.mode.cadence
+    return int(c[c.index("--batch-size") + 1]) if "--batch-size" in c else BATCH
+
+
+def step_precision(session: Session) -> dict:
+    rows = {}
+    for precision in ("32-true", "bf16-mixed"):
+        seconds = min(session.budget_for("precision") / 2, (session.left() - 5) / (2 - len(rows)))
+        name = f"{session.mode.big_model}-{precision}"
+        rows[precision] = timed_run(session, name, session.mode.big_model, seconds, "--precision", precision)
+    fp32, bf16 = rows["32-true"]["train_images_per_s"], rows["bf16-mixed"]["train_images_per_s"]
+    return {
+        "summary": f"{session.mode.big_model}: fp32 {fp32:.0f} img/s, bf16-mixed {bf16:.0f} img/s ({bf16 / fp32:.2f}x)",
+        "rows": rows,
+    }
+
+
+def step_artifact(session: Session) -> dict:
+    """An artifact's runs with the rest of the budget, into runs/ (carried back, checkpoints included)."""
+    a = session.args
+    runs = session.work / "runs"
+    if a.resume_from and Path(a.resume_from).is_dir():  # continue runs begun elsewhere, kept in results/runs/
+        for source in Path(a.resume_from).iterdir():
+            if (source / "checkpoints" / "last.ckpt").exists() and not (runs / source.name).exists():
+                shutil.copytree(source, runs / source.name)
+    seconds = session.left() - 30
+    if seconds < 20:
+        raise StepError(f"only {seconds:.0f} s left")
+    args = ["run", a.artifact, "--profile", a.profile, "--jobs", str(a.jobs), "--runs-dir", str(runs)]
+    args += ["--results-dir", str(session.work / "results"), *session.train_args(), "--stop-after", f"{seconds:.0f}"]
+    args = [x for x in args if x != "--allow-partial"]  # `run` takes no such flag; its smoke profile is partial
+    log = session.work / "logs" / f"artifact-{a.artifact}.log"
+    (status,) = wait([cli(session, args, log, seconds + 25)])
+    done = []
+    for record_path in sorted(runs.glob("*/run.json")):
+        record = json.loads(record_path.read_text())
+        final = (record.get("final") or {}).get("test/error")
+        done.append(
+            f"{record['run_id']}: {record['status']} at iteration {record.get('iterations')}"
+            + (f", test error {final:.2f}%" if final is not None else "")
+            + f", {record.get('wall_time_s', 0):.0f} s"
+        )
+    if status not in (0, 3):
+        raise StepError(f"run {a.artifact} exited {status}: {_last_line(log)}")
+    return {"summary": f"exit {status}; " + "; ".join(done), "runs": done}
+
+
+STEP_FUNCTIONS = {
+    "env": step_env,
+    "decode": step_decode,
+    "checks": step_checks,
+    "paper": step_paper,
+    "compiled": lambda s: step_paper(s, compiled=True),
+    "profile": step_profile,
+    "jobs": step_jobs,
+    "precision": step_precision,
+    "artifact": step_artifact,
+}
+
+
+# --- the record and what comes back ---------------------------------------------------------------
+
+
+def render(session: Session) -> str:
+    lines = [
+        f"# GPU session: {session.env.get('device', '?')}",
+        "",
+        f"- command: `{session.command}`",
+        f"- started: {time.strftime('%Y-%m-%d %H:%M:%S %Z', time.localtime(session.started))}, "
+        f"budget {session.args.budget:.0f} s, mode {session.mode.name}",
+        f"- commit: {session.env.get('commit', '?')}",
+        "",
+        "| step | status | wall s | result |",
+        "|---|---|---:|---|",
+    ]
+    for s in session.steps:
+        lines.append(f"| {s['step']} | {s['status']} | {s['wall_s']:.0f} | {s.get('summary', '')} |")
+    lines += ["", "## Environment", "", "```", json.dumps(session.env, indent=2), "```", ""]
+    lines += [
+        "Unpack the rest with `cat session.tar.gz.* | tar xz`: logs/, each timed run's logs under runs-timed/ "
+        "and runs-jobs/, profile.txt, and runs/ (an artifact's runs, checkpoints of unfinished ones included).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _travels(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+    """What the packed session holds: everything but locks, symbolic links, and the checkpoints of the timed
+    runs (thrown away; only an artifact's unfinished runs, under runs/, need theirs to continue elsewhere)."""
+    parts = Path(info.name).parts
+    if info.name.endswith(".lock") or info.issym() or ("checkpoints" in parts and parts[0] != "runs"):
+        return None
+    return info
+
+
+def pack(session: Session, out: Path) -> list[Path]:
+    """session.md, session.json and the work folder (no decoded data) as a tar.gz in pieces under the limits."""
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("session.tar.gz.*"):
+        old.unlink()
+    (out / "session.md").write_text(render(session))
+    (out / "session.json").write_text(
+        json.dumps({"env": session.env, "steps": session.steps, "command": session.command}, indent=2, default=str)
+        + "\n"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = Path(tmp) / "session.tar.gz"
+        with tarfile.open(archive, "w:gz") as tar:
+            for path in sorted(session.work.iterdir()):
+                if path.name != "cache":
+                    tar.add(path, arcname=path.name, filter=_travels)
+        size = archive.stat().st_size
+        pieces = math.ceil(size / RETURN_FILE_BYTES) or 1
+        if pieces > RETURN_FILES - 2 or size > RETURN_TOTAL_BYTES:
+            raise StepError(f"the packed session is {size / 2**20:.1f} MiB, more than comes back from a lent machine")
+        with archive.open("rb") as source:
+            for i in range(pieces):
+                (out / f"session.tar.gz.{i:02d}").write_bytes(source.read(RETURN_FILE_BYTES))
+    return sorted(out.iterdir())
+
+
+def run_step(session: Session, name: str) -> None:
+    record = {"step": name, "status": "running", "wall_s": 0.0, "summary": ""}
+    session.steps.append(record)
+    began = time.time()
+    print(f"gpu_session: {name} ({session.left():.0f} s left)", flush=True)
+    try:
+        if session.left() < 5:
+            raise StepError("skipped: the budget is spent")
+        record.update(STEP_FUNCTIONS[name](session), status="done")
+    except StepError as exc:
+        record.update(status="skipped" if str(exc).startswith("skipped") else "failed", summary=str(exc))
+    except Exception as exc:  # a failing step must not lose the others: its one line, its traceback in the log
+        record.update(status="failed", summary=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        (session.work / "logs").mkdir(exist_ok=True)
+        (session.work / "logs" / f"{name}-traceback.txt").write_text(traceback.format_exc())
+    record["wall_s"] = time.time() - began
+    print(f"gpu_session: {name} {record['status']}: {record['summary']}", flush=True)
+
+
+def settle(args) -> Mode:
+    """Check the flags before anything runs; the mode."""
+    mode = SMOKE if args.cpu_smoke else GPU
+    if not args.cpu_smoke and not torch.cuda.is_available():
+        raise UserError("no CUDA device is visible to torch; on a CPU, run with --cpu-smoke")
+    args.budget = mode.budget if args.budget is None else args.budget
+    args.steps = [s.strip() for s in (args.steps or ",".join(FIRST_WINDOW)).split(",") if s.strip()]
+    unknown = [s for s in args.steps if s not in STEPS]
+    if unknown or not args.steps:
+        raise UserError(f"--steps: unknown {', '.join(unknown) or '(none)'}; choose from {', '.join(STEPS)}")
+    if "artifact" in args.steps and not args.artifact:
+        raise UserError("--steps artifact needs --artifact ID (and --profile P)")
+    args.data = args.data or os.environ.get("RESNET_REPRO_DATA")
+    if not args.data or not Path(args.data).exists():
+        raise UserError(
+            f"no CIFAR-10 copy at {args.data!r}: a lent machine has no network, so carry the copy inside the "
+            "checkout (an ignored folder) and name it with --data"
+        )
+    args.data = str(Path(args.data).resolve())
+    if args.out is None:
+        raise UserError("--out DIR is required: the folder whose files come back from the lent machine")
+    return mode
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = argparse.ArgumentParser(
+        prog="benchmarks/gpu_session.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--cpu-smoke", action="store_true", help="every step in seconds on a CPU (tiny sizes)")
+    parser.add_argument(
+        "--budget",
+        type=parse_duration,
+        default=None,
+        help="all steps' time: 435, 7m (default 435 s; --cpu-smoke: a bound of 1800 s)",
+    )
+    parser.add_argument(
+        "--steps", default=None, help=f"comma-separated from {', '.join(STEPS)} (default: all but artifact)"
+    )
+    parser.add_argument("--out", type=Path, default=None, help="the folder that comes back ($OUT on a lent machine)")
+    parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
+    parser.add_argument("--data", default=None, help="CIFAR-10 source (default: $RESNET_REPRO_DATA)")
+    parser.add_argument(
+        "--allow-partial", action="store_true", help="accept a source without all 60,000 images (tests)"
+    )
+    parser.add_argument("--artifact", default=None, help="the artifact step's artifact, e.g. fig6")
+    parser.add_argument("--profile", default="mid", help="the artifact step's profile (default mid)")
+    parser.add_argument("--jobs", type=int, default=8, help="the artifact step's runs at once (default 8)")
+    parser.add_argument(
+        "--resume-from",
+        default=str(REPO / "results" / "runs"),
+        help="unfinished runs to continue (default results/runs)",
+    )
+    args = parser.parse_args(argv)
+
+    def run() -> int:
+        mode = settle(args)
+        started = time.time()
+        with contextlib.ExitStack() as stack:
+            work = args.work or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gpu-session-")))
+            work.mkdir(parents=True, exist_ok=True)
+            session = Session(args, mode, work, started, "python benchmarks/gpu_session.py " + shlex.join(argv))
+            try:
+                for name in ["env", *[s for s in args.steps if s != "env"]]:
+                    run_step(session, name)
+                    pack(session, args.out)
+            except KeyboardInterrupt:
+                pack(session, args.out)
+                return 130
+        failed = [s["step"] for s in session.steps if s["status"] == "failed"]
+        print(f"gpu_session: done in {time.time() - started:.0f} s; failed: {', '.join(failed) or 'none'}", flush=True)
+        return 1 if failed else 0
+
+    return exit_status("gpu_session", run)
+
+
+def _nvidia_smi() -> dict:
     if shutil.which("nvidia-smi") is None:
-        return {"driver": "none", "cuda_driver": "none"}
-    query = ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]
-    driver = subprocess.run(query, capture_output=True, text=True, timeout=30).stdout.strip().splitlines()
-    banner = subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=30).stdout
-    cuda = re.search(r"CUDA Version:\s*([\d.]+)", banner)
-    return {"driver": driver[0] if driver else "unknown", "cuda_driver": cuda[1] if cuda else "unknown"}
+        return {"driver": "none"}
+    query = ["nvidia-smi", "--query-gpu=driver_version,name,memory.total", "--format=csv,noheader"]
+    done = subprocess.run(query, capture_output=True, text=True, timeout=30)
+    return {"driver": done.stdout.strip() or "unknown"}
 
 
 def _cpu_model() -> str:
@@ -232,549 +694,12 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-# --- step 2: throughput ---------------------------------------------------------------------------
-
-
-def step_throughput(session: Session, precision: str) -> Outcome:
-    """benchmarks/throughput.py in this process, its .md and .csv into the session folder."""
-    bench = _load_benchmark("throughput")
-    argv = [*session.mode.throughput_flags, "--device", session.mode.device, "--precision", precision]
-    argv += ["--out", str(session.out), *_data_flags(session.args, partial=True)]
-    print(f"gpu_session: python benchmarks/throughput.py {shlex.join(argv)}", flush=True)
-    err = _Tee(sys.stderr)
-    with contextlib.redirect_stderr(err):
-        try:
-            status = bench.main(argv)
-        except SystemExit as exc:  # argparse's answer to a flag it does not know
-            status = exc.code
-    if status:
-        raise StepError(f"benchmarks/throughput.py exited with status {status}: {_last_line(err.getvalue())}")
-    stem = bench.output_stem(precision, False)
-    table = pd.read_csv(session.out / f"{stem}.csv")
-    ours = table[table["path"] == "ours-lightning"]
-    rates = ", ".join(f"{m} {r:.0f}" for m, r in zip(ours["model"], ours["images_per_s"], strict=True))
-    return Outcome(f"{rates} img/s through Lightning ({stem}.md)", [f"{stem}.md", f"{stem}.csv"])
-
-
-def _data_source(data: str | None, data_root: str | None) -> str:
-    """The CIFAR-10 source every step reads, checked before anything runs (each step would fail on a missing one,
-    one after another). A lent machine has no network to download it: it reads a copy that travels with the
-    checkout, named by --data or $RESNET_REPRO_DATA."""
-    source = resolve_source(data, data_root)  # a DataError (exit 2) when the path is wrong
-    if source.needs_download:
-        raise UserError(
-            f"no CIFAR-10 source: pass --data PATH or set ${DATA_ENV} to a copy in the checkout "
-            f"(nothing was downloaded into {source.path.parent}, and a lent machine cannot download it)"
-        )
-    return str(source.path)
-
-
-def _data_flags(args, *, partial: bool) -> list[str]:
-    """--data, --data-root, --threads (and --allow-partial where the command has it) as the session got them."""
-    flags = ["--data", args.data] + (["--data-root", args.data_root] if args.data_root else [])
-    flags += ["--threads", str(args.threads)] if args.threads else []
-    return flags + (["--allow-partial"] if partial and args.allow_partial else [])
-
-
-def _load_benchmark(name: str):
-    """A script of benchmarks/ as a module (benchmarks/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-class _Tee(io.StringIO):
-    """Keeps what is written to it and passes it on to `stream`."""
-
-    def __init__(self, stream):
-        super().__init__()
-        self.stream = stream
-
-    def write(self, text: str) -> int:
-        self.stream.write(text)
-        return super().write(text)
-
-
-# --- step 3: packed runs --------------------------------------------------------------------------
-
-
-def step_jobs(session: Session) -> Outcome:
-    """Aggregate training images/s of N short runs at once, for each N of --jobs-sweep: jobs.csv and jobs.md."""
-    mode, until = session.mode, min(session.deadline, time.time() + session.mode.jobs_allow)
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="gpu-session-jobs-") as scratch:
-        for n in session.args.jobs_sweep:
-            if rows and time.time() >= until:
-                print(f"gpu_session: jobs: no time left for {n} jobs", flush=True)
-                break
-            rows.append(packed_rate(session, n, Path(scratch) / f"jobs{n}", until))
-            print(f"gpu_session: {n} job(s): {rows[-1]['images_per_s']:.0f} img/s in all", flush=True)
-    table = pd.DataFrame(rows)
-    one = table.loc[table["jobs"] == 1, "images_per_s"]
-    table["vs_one_job"] = table["images_per_s"] / one.iloc[0] if len(one) and one.iloc[0] > 0 else float("nan")
-    table.to_csv(session.out / "jobs.csv", index=False, float_format="%.4g")
-    lines = render_jobs(table, session, mode)
-    (session.out / "jobs.md").write_text("\n".join(lines) + "\n")
-    if not (table["images_per_s"] > 0).any():
-        raise StepError("no run logged a training rate (see jobs.md)")
-    best = table.loc[table["images_per_s"].idxmax()]
-    session.best_jobs = int(best["jobs"])
-    measured = ", ".join(f"{j}: {r:.0f}" for j, r in zip(table["jobs"], table["images_per_s"], strict=True))
-    return Outcome(f"img/s in all by jobs {measured}; best: {session.best_jobs}", ["jobs.md", "jobs.csv"], lines[2:])
-
-
-def packed_rate(session: Session, n: int, scratch: Path, until: float) -> dict:
-    """Train n short runs at once through `train_runs` (as `resnet-repro run --jobs n`); their summed rate."""
-    from resnet_repro.records import read_run
-    from resnet_repro.runner import PendingRun, train_runs
-    from resnet_repro.spec import Schedule, TrainSpec
-    from resnet_repro.training import Hardware
-
-    mode, args = session.mode, session.args
-    never = mode.jobs_log_every * (args.jobs_iters // mode.jobs_log_every + 1)  # no periodic eval or checkpoint
-    data = DataConfig(data=args.data, root=args.data_root, full=not args.allow_partial)
-    hardware = Hardware(accelerator=mode.accelerator, threads=args.threads or max(1, (os.cpu_count() or 1) // n))
-    todo = [
-        PendingRun(
-            TrainSpec(
-                model=mode.jobs_model,
-                schedule=Schedule().scaled(args.jobs_iters),
-                batch_size=mode.jobs_batch,
-                seed=seed,
-                data=data,
-                log_every=mode.jobs_log_every,
-                eval_every=never,
-                checkpoint_every=never,
-            ),
-            scratch / f"run{seed}",
-            False,
-            hardware,
-        )
-        for seed in range(n)
-    ]
-    started = time.perf_counter()
-    records = train_runs(todo, {"wandb": "off", "progress": False, "deadline": until}, n)
-    wall = time.perf_counter() - started
-    # Each run's median logged rate: training only (set-up, the final evaluation and checkpoint are not timed).
-    rates = [
-        read_run(run.run_dir)[1]["throughput"].dropna().median()
-        for run in todo
-        if (run.run_dir / "metrics.csv").exists()
-    ]
-    rates = [r for r in rates if not math.isnan(r)]  # a run stopped before its first logged interval has none
-    images = sum(r.get("iterations", 0) for r in records) * mode.jobs_batch
-    return {
-        "jobs": n,
-        "runs_with_rate": len(rates),
-        "images_per_s": sum(rates),
-        "images_per_s_per_run": ";".join(f"{r:.1f}" for r in rates),
-        "end_to_end_images_per_s": images / wall,
-        "wall_s": wall,
-        "complete": all(r["status"] == "finished" for r in records),
-        "model": mode.jobs_model,
-        "iterations": args.jobs_iters,
-        "batch_size": mode.jobs_batch,
-        "threads_per_run": hardware.threads,
-        "device": session.device_name,
-    }
-
-
-def render_jobs(table: pd.DataFrame, session: Session, mode: Mode) -> list[str]:
-    """jobs.md: the aggregate rate per N and how it was measured."""
-    lines = [
-        f"# Packed runs on one device: {session.device_name}",
-        "",
-        f"N runs of {mode.jobs_model} ({session.args.jobs_iters} iterations, batch {mode.jobs_batch}, fp32) trained at "
-        "once, each in its own process as `resnet-repro run --jobs N` trains them (`resnet_repro.runner.train_runs`). "
-        "In all = the sum over runs of each run's median logged images/s (metrics.csv `throughput`: training only; "
-        "it assumes the runs overlap, which they do but for their start-up). End to end = all images trained / "
-        "the N runs' wall time, start-up and final evaluation included (N = 1 trains in this process: no process start).",
-        "",
-        "| jobs | img/s in all | vs 1 job | img/s per run | end to end img/s | wall | complete |",
-        "|---:|---:|---:|---|---:|---:|---|",
-    ]
-    for r in table.itertuples():
-        lines.append(
-            f"| {r.jobs} | {r.images_per_s:.0f} | {r.vs_one_job:.2f}x | {r.images_per_s_per_run or '–'} | "
-            f"{r.end_to_end_images_per_s:.0f} | {r.wall_s:.0f} s | {'yes' if r.complete else 'cut short'} |"
-        )
-    return lines
-
-
-# --- step 4: the paper runs -----------------------------------------------------------------------
-
-
-def step_artifact(session: Session, artifact: str) -> Outcome:
-    """`resnet-repro run ARTIFACT --stop-after <what is left>` as a subprocess; exit status 3 is expected."""
-    args, mode = session.args, session.mode
-    stop_after = max(0.0, session.left() - mode.grace)
-    if args.stop_after is not None:
-        stop_after = min(stop_after, args.stop_after)
-    jobs = args.jobs if args.jobs != "auto" else session.best_jobs or FALLBACK_JOBS
-    command = [sys.executable, "-m", "resnet_repro", "run", artifact, "--profile", args.profile]
-    command += ["--accelerator", mode.accelerator, "--jobs", str(jobs), "--stop-after", f"{stop_after:.0f}"]
-    command += ["--runs-dir", str(args.runs_dir), "--results-dir", str(session.out), "--wandb", "off", "--no-progress"]
-    command += _data_flags(args, partial=False)  # the profile decides whether a partial copy will do
-    continued = continue_runs(args.resume_from, artifact, args.profile, Path(args.runs_dir))
-    log = session.out / f"{artifact}.log"
-    # Stopped by force only when the session's budget is spent: a --stop-after shorter than the budget still
-    # leaves the run the rest of it to start up, checkpoint and render (slow on a busy machine).
-    status = run_logged(command, log, timeout=max(session.left(), stop_after + mode.grace), grace=mode.grace)
-    progress = run_progress(artifact, args.profile, Path(args.runs_dir))
-    done = sum(p["status"] == "finished" for p in progress)
-    carried = carry_back(progress, Path(args.runs_dir), session.out / "runs")
-    details = [
-        *continued,
-        *(["", f"Their logs, and the checkpoints of unfinished ones, are in runs/: {carried}."] if carried else []),
-        "",
-        f"`{shlex.join(['resnet-repro', *command[3:]])}` (exit status {status}):",
-        "",
-        "| run | status | iterations |",
-        "|---|---|---:|",
-        *(f"| {p['run_id']} | {p['status']} | {p['iterations']} / {p['max_iters']} |" for p in progress),
-    ]
-    if status == 0:
-        return Outcome(
-            f"all {len(progress)} runs finished; rendered {artifact}/", [log.name, artifact, "runs"], details
-        )
-    if status == EXIT_TIME_LIMIT:
-        return Outcome(
-            f"time limit reached after --stop-after {stop_after:.0f}: {done}/{len(progress)} runs finished; "
-            "run the session again to continue",
-            [log.name, *(["runs"] if carried else [])],
-            details,
-        )
-    raise StepError(f"resnet-repro run {artifact} exited with status {status}: {_last_line(log.read_text())}")
-
-
-def run_logged(command: list[str], log: Path, timeout: float, grace: float) -> int:
-    """Run `command`, its output to the terminal and `log`; Ctrl-C it at `timeout`, kill it `grace` s later."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
-    with log.open("w") as sink:
-        proc = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
-        )
-        copier = threading.Thread(target=_copy_lines, args=(proc.stdout, sink), daemon=True)
-        copier.start()
-        try:
-            status = proc.wait(timeout=timeout)
-        except (subprocess.TimeoutExpired, KeyboardInterrupt) as exc:
-            _stop_group(proc, grace)  # its own process group: SIGINT reaches the runs, which checkpoint and stop
-            if isinstance(exc, KeyboardInterrupt):
-                raise
-            raise StepError(f"still running {timeout:.0f} s after it started: interrupted (see {log.name})") from None
-        finally:
-            copier.join(timeout=10)
-    return status
-
-
-def _copy_lines(stream, sink) -> None:
-    for line in stream:
-        sys.stdout.write(line)
-        sys.stdout.flush()
-        sink.write(line)
-
-
-def _stop_group(proc: subprocess.Popen, grace: float) -> None:
-    """SIGINT to the process group (as Ctrl-C), then SIGKILL if it is still there after `grace` seconds."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGINT)
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
-def continue_runs(source: Path | None, artifact: str, profile: str, runs_dir: Path) -> list[str]:
-    """Copy into `runs_dir` each unfinished run of the artifact that `source` holds further along, checkpoint
-    included (`resnet-repro report --keep-checkpoints` keeps it in results/runs/): a run begun on another
-    machine, or on an earlier loan whose disk is gone, continues here. One line per run copied."""
-    if source is None or not source.is_dir() or source.resolve() == runs_dir.resolve():
-        return []
-    ours = {p["run_id"]: p for p in run_progress(artifact, profile, runs_dir)}
-    lines = []
-    for theirs in run_progress(artifact, profile, source):
-        rid, mine = theirs["run_id"], ours[theirs["run_id"]]
-        resumable = theirs["status"] == "interrupted" and (source / rid / "checkpoints" / "last.ckpt").exists()
-        behind = mine["status"] != "finished" and (
-            mine["iterations"] == "–" or mine["iterations"] < theirs["iterations"]
-        )
-        if resumable and behind:
-            shutil.rmtree(runs_dir / rid, ignore_errors=True)
-            shutil.copytree(source / rid, runs_dir / rid)
-            lines.append(f"Continued {rid} from {source} at iteration {theirs['iterations']}.")
-    return lines
-
-
-def carry_back(progress: list[dict], runs_dir: Path, dest: Path) -> int:
-    """Copy the started runs' logs into `dest`, with the checkpoint of each unfinished one, so a machine that
-    keeps nothing between loans hands them back in the session folder; how many runs were copied."""
-    from resnet_repro.report import keep_records
-
-    started = [p["run_id"] for p in progress if (runs_dir / p["run_id"] / "run.json").exists()]
-    keep_records(runs_dir, started, dest, checkpoints=True)
-    return len(started)
-
-
-def run_progress(artifact: str, profile: str, runs_dir: Path) -> list[dict]:
-    """Each run of the artifact under the profile: its status and iterations so far, from its run.json."""
-    from resnet_repro.experiment import plan_runs
-    from resnet_repro.runner import load_experiment
-    from resnet_repro.spec import run_id
-
-    experiment = load_experiment(artifact)
-    rows = []
-    for spec in plan_runs(experiment, experiment.profile(profile)):  # the profile as this artifact runs it
-        path = runs_dir / run_id(spec) / "run.json"
-        record = json.loads(path.read_text()) if path.exists() else {}
-        rows.append(
-            {
-                "run_id": run_id(spec),
-                "status": record.get("status", "not started"),
-                "iterations": record.get("iterations", "–"),
-                "max_iters": spec.schedule.max_iters,
-            }
-        )
-    return rows
-
-
-# --- the session ----------------------------------------------------------------------------------
-
-
-STEPS = {  # name -> what it runs, in the session's order
-    "environment": step_environment,
-    "throughput": lambda session: step_throughput(session, "32-true"),
-    "throughput-bf16": lambda session: step_throughput(session, "bf16-mixed"),
-    "jobs": step_jobs,
-    "fig6": lambda session: step_artifact(session, "fig6"),
-    "table6": lambda session: step_artifact(session, "table6"),
-}
-
-
-def run_step(session: Session, record: dict) -> None:
-    """Run one step into `record` if the budget leaves it enough time; a failure is recorded, not raised."""
-    name = record["step"]
-    needs = session.mode.needs.get(name, 0)
-    if session.left() < needs:
-        record.update(
-            status="skipped", summary=f"{max(session.left(), 0):.0f} s of the budget left; it needs {needs} s"
-        )
-        print(f"gpu_session: {name}: skipped: {record['summary']}", flush=True)
-        return
-    print(f"gpu_session: --- {name} ({session.left():.0f} s of the budget left)", flush=True)
-    started = time.perf_counter()
-    try:
-        outcome = STEPS[name](session)
-        record.update(status="ok", summary=outcome.summary, files=outcome.files, details=outcome.details)
-    except (Exception, SystemExit) as exc:  # SystemExit: argparse's answer to a bad flag
-        record.update(status="failed", error=one_line(exc), traceback=traceback.format_exc())
-        traceback.print_exc()
-    finally:  # Ctrl-C included: run() records it
-        record["wall_s"] = time.perf_counter() - started
-    print(f"gpu_session: {name}: {record['status']} in {record['wall_s']:.0f} s", flush=True)
-
-
-def one_line(exc: BaseException) -> str:
-    """'message' for our own errors, 'Type: message' for others; the first line only."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return text if isinstance(exc, StepError | UserError) else f"{type(exc).__name__}: {text}".rstrip(": ")
-
-
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else "(no output)"
-
-
-def render_session(session: Session) -> str:
-    """session.md: the device, each step's status, wall time and outcome, then the steps' details."""
-    env, args = session.env, session.args
-    title = "GPU session" if session.mode is GPU else "CPU smoke session"
-    lines = [
-        f"# {title} on {session.device_name}",
-        "",
-        f"{time.strftime('%Y-%m-%d %H:%M %Z', time.localtime(session.started))}; budget {args.budget:.0f} s, "
-        f"{time.time() - session.started:.0f} s used; profile {args.profile}; runs in `{args.runs_dir}`; "
-        f"data `{Path(args.data).name}`. Generated by `benchmarks/gpu_session.py`:",
-        "",
-        f"    {session.command}",
-        "",
-        "| step | status | wall | outcome | files |",
-        "|---|---|---:|---|---|",
-    ]
-    for r in session.steps:
-        text = (r.get("error") or r["summary"]).replace("|", "/")
-        files = ", ".join(f"[{f}]({f})" for f in r["files"])
-        lines.append(f"| {r['step']} | {r['status']} | {r['wall_s']:.0f} s | {text} | {files} |")
-    lines += ["", "## Environment", ""] + [f"- {key}: {value}" for key, value in env.items()]
-    for r in session.steps:
-        if r["details"]:
-            lines += ["", f"## {r['step']}", "", *r["details"]]
-    return "\n".join(lines) + "\n"
-
-
-def write_record(session: Session) -> None:
-    """session.md and session.json as they stand (rewritten after every step)."""
-    (session.out / "session.md").write_text(render_session(session))
-    record = {
-        "mode": session.mode.name,
-        "device": session.device_name,
-        "command": session.command,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(session.started)),
-        "budget_s": session.args.budget,
-        "used_s": time.time() - session.started,
-        "profile": session.args.profile,
-        "runs_dir": str(session.args.runs_dir),
-        "best_jobs": session.best_jobs,
-        "environment": session.env,
-        "steps": session.steps,
-    }
-    (session.out / "session.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
-
-
-# --- the command ----------------------------------------------------------------------------------
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="benchmarks/gpu_session.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--cpu-smoke", action="store_true", help="every step in seconds on a CPU (tiny sizes)")
-    parser.add_argument(
-        "--budget", type=parse_duration, default=None, help="the whole session's time: 540, 9m (default 540 s)"
-    )
-    parser.add_argument(
-        "--steps", default=",".join(STEPS), help=f"comma-separated, from {', '.join(STEPS)} (default: all)"
-    )
-    parser.add_argument(
-        "--out", type=Path, default=None, help="the session folder (default: results/gpu-session/<device>-<date>/)"
-    )
-    parser.add_argument(
-        "--runs-dir",
-        type=Path,
-        default=None,
-        help="persistent runs of the artifacts (default ~/.cache/resnet-repro-runs/<profile>)",
-    )
-    parser.add_argument(
-        "--resume-from",
-        type=Path,
-        default=REPO / "results" / "runs",
-        help="where unfinished runs kept by `report --keep-checkpoints` are continued from, when --runs-dir holds "
-        "them less far along (default: the checkout's results/runs/)",
-    )
-    parser.add_argument("--profile", default=None, help="the artifacts' profile (default paper; --cpu-smoke: smoke)")
-    parser.add_argument(
-        "--jobs", default="auto", help="runs at once for the artifacts (default auto: the jobs step's best)"
-    )
-    parser.add_argument("--jobs-sweep", default=None, help="N of the jobs step (default 1,2,4,8; --cpu-smoke: 1,2)")
-    parser.add_argument("--jobs-iters", type=int, default=None, help="iterations of each jobs-step run (default 400)")
-    parser.add_argument(
-        "--stop-after",
-        type=parse_duration,
-        default=None,
-        help="at most this --stop-after per artifact (default: what the budget leaves)",
-    )
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per process (--cpu-smoke: 1)")
-    parser.add_argument(
-        "--data",
-        default=None,
-        help=f"CIFAR-10 source (default: ${DATA_ENV}, else a copy torchvision downloaded under --data-root)",
-    )
-    parser.add_argument("--data-root", default=None, help="decoded-cache directory (default: ~/.cache/resnet-repro)")
-    parser.add_argument(
-        "--allow-partial", action="store_true", help="accept a source without all 60,000 images (tests)"
-    )
-    return parser
-
-
-def settle(args, mode: Mode) -> None:
-    """Fill in the defaults of the mode and check the flags, before anything is written."""
-    args.budget = mode.budget if args.budget is None else args.budget
-    args.profile = args.profile or mode.profile
-    args.threads = args.threads or mode.threads
-    args.jobs_iters = args.jobs_iters or mode.jobs_iters
-    args.steps = [s.strip() for s in args.steps.split(",") if s.strip()]
-    unknown = [s for s in args.steps if s not in STEPS]
-    if unknown or not args.steps:
-        raise UserError(
-            f"--steps: unknown step(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(STEPS)}"
-        )
-    try:
-        args.jobs_sweep = [int(n) for n in (args.jobs_sweep or mode.jobs_sweep).split(",") if n.strip()]
-        args.jobs = args.jobs if args.jobs == "auto" else int(args.jobs)
-    except ValueError:
-        raise UserError("--jobs-sweep takes counts such as 1,2,4,8 and --jobs a count or auto") from None
-    if not args.jobs_sweep or min(args.jobs_sweep) < 1 or (args.jobs != "auto" and args.jobs < 1):
-        raise UserError("--jobs and --jobs-sweep take counts of at least 1")
-    if args.jobs_iters < 3 or args.budget <= 0:
-        raise UserError("--jobs-iters must be at least 3 (the lr drops at 50% and 75%) and --budget positive")
-    from resnet_repro.experiment import get_profile
-
-    get_profile(args.profile)  # an unknown profile fails here, not after minutes of benchmarks
-    args.data_root = str(Path(args.data_root).expanduser().resolve()) if args.data_root else None
-    args.data = _data_source(args.data, args.data_root)
-
-
-def device_name(mode: Mode) -> str:
-    """'NVIDIA H200', or 'CPU <model>' for a smoke session."""
-    if mode.device == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError("no CUDA device is visible to torch; on a CPU, run with --cpu-smoke")
-        return torch.cuda.get_device_name(0)
-    return f"CPU {_cpu_model()}"
-
-
-def session_folder(args, mode: Mode, name: str, started: float) -> Path:
-    """--out, else results/gpu-session/<device-slug>-<YYYYMMDD-HHMM>/."""
-    if args.out is not None:
-        return args.out.expanduser().resolve()
-    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40] + ("-smoke" if mode is SMOKE else "")
-    return REPO / "results" / "gpu-session" / f"{slug}-{time.strftime('%Y%m%d-%H%M', time.localtime(started))}"
-
-
-def run(args, argv: list[str]) -> int:
-    """Run the chosen steps in order within the budget; 1 if any step failed."""
-    started = time.time()
-    mode = SMOKE if args.cpu_smoke else GPU
-    name = device_name(mode)
-    settle(args, mode)
-    out = session_folder(args, mode, name, started)
-    default_runs = out / "runs" if mode is SMOKE else Path.home() / ".cache" / "resnet-repro-runs" / args.profile
-    args.runs_dir = (args.runs_dir or default_runs).expanduser().resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    session = Session(args, mode, name, out, started, "python benchmarks/gpu_session.py " + shlex.join(argv))
-    print(f"gpu_session: {name}, budget {args.budget:.0f} s, steps {', '.join(args.steps)}; writing {out}", flush=True)
-    try:
-        for step in args.steps:
-            session.steps.append(
-                {"step": step, "status": "running", "wall_s": 0.0, "summary": "", "files": [], "details": []}
-            )
-            write_record(session)
-            run_step(session, session.steps[-1])
-            write_record(session)
-    except KeyboardInterrupt:
-        session.steps[-1].update(status="interrupted", summary="Ctrl-C")
-        write_record(session)
-        print(f"gpu_session: interrupted; what ran is in {out / 'session.md'}", flush=True)
-        return 130
-    failed = [r["step"] for r in session.steps if r["status"] == "failed"]
-    print(
-        f"gpu_session: done in {time.time() - started:.0f} s"
-        + (f"; FAILED: {', '.join(failed)}" if failed else "")
-        + f"; see {out / 'session.md'}",
-        flush=True,
-    )
-    return 1 if failed else 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Parse the flags and run the session; 2 on a mistake in the command, as the CLI does."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
-    return exit_status("gpu_session", lambda: run(args, argv))
+def _git_commit() -> str:
+    with contextlib.suppress(OSError, subprocess.CalledProcessError):
+        return subprocess.run(
+            ["git", "rev-parse", "--short=10", "HEAD"], capture_output=True, text=True, cwd=REPO, check=True
+        ).stdout.strip()
+    return "unknown"
 
 
 if __name__ == "__main__":

@@ -261,7 +261,9 @@ def _commit() -> str:
         ).stdout.strip()
         return commit + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        # A copy without its git history (a lent machine gets the working tree alone): the commit it was copied
+        # from, when the one who copied it says so.
+        return os.environ.get("RESNET_REPRO_COMMIT", "unknown")
 
 
 def differences(record: dict, spec: TrainSpec, data_sha256: str | None, hardware) -> list[str]:
