@@ -96,7 +96,8 @@ class _Checkpoints(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
-        if step % self.every == 0 and step % self.eval_every != 0:
+        last = step == pl_module.spec.schedule.max_iters  # saved before its evaluation: a stop there loses no training
+        if last or (step % self.every == 0 and step % self.eval_every != 0):
             self.save(trainer)
 
     def on_validation_end(self, trainer, pl_module) -> None:
@@ -107,6 +108,10 @@ class _Checkpoints(Callback):
     def save(self, trainer) -> None:
         trainer.save_checkpoint(self.path, weights_only=False)
         self.saved_step = trainer.global_step
+
+
+class StopNow(Exception):  # noqa: N818 (a request, not an error)
+    """Ctrl-C or SIGTERM after the last iteration: stop the final evaluation or precise BN where it is."""
 
 
 class _StopOnSignal(Callback):
@@ -122,9 +127,22 @@ class _StopOnSignal(Callback):
         self.interrupted, self.reason = False, None
         self._previous: dict = {}
         self._stopped = False
+        # After the last iteration (its evaluation, precise BN, the layer responses) there is no next iteration
+        # to stop at: a signal then stops at once, and the run resumes from the last iterate's checkpoint.
+        self.stop_at_once = False
 
     def _handler(self, signum, frame) -> None:
         self.interrupted, self.reason = True, STOP_SIGNALS[signum]
+        if self.stop_at_once:
+            raise StopNow(self.reason)
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        # Lightning registers its own SIGTERM handler whenever a fit or validate begins (it would raise
+        # SIGTERMException, a SystemExit, and record "failed"): ours takes the signals back.
+        for signum in self._previous:
+            signal.signal(signum, self._handler)
+        if trainer.global_step >= pl_module.spec.schedule.max_iters:
+            self.stop_at_once = True
 
     def install(self) -> None:
         """Take Ctrl-C and SIGTERM for the whole run, set-up and final evaluation included (`restore` gives
@@ -282,18 +300,28 @@ def _fit(spec, options, hardware, module, dm, run, trainer, checkpoints, interru
                 # trace training_step, whose Python-side running counters change every step and made
                 # torch.compile recompile each iteration until it gave up and fell back to eager.
                 module.model.compile()
-            trainer.fit(module, datamodule=dm, ckpt_path=str(run.checkpoint) if options.resume else None)
-            stopped = interrupt.interrupted
-            if trainer.world_size > 1:  # a signal may have reached one rank after the last shared check
-                stopped = trainer.strategy.reduce_boolean_decision(stopped, all=False)
-            if not stopped:
-                recomputed = spec.precise_bn > 0 and module.precise_bn_images is None
-                if recomputed:
-                    module.precise_bn_images = precise_bn(trainer, module, dm, spec.precise_bn)
-                if recomputed or module.last_eval.get("step") != trainer.global_step:
-                    trainer.validate(module, datamodule=dm, verbose=False)  # the last iterate is always evaluated
-                if recomputed or checkpoints.saved_step != trainer.global_step:
-                    checkpoints.save(trainer)  # the final state is always last.ckpt
+            try:
+                trainer.fit(module, datamodule=dm, ckpt_path=str(run.checkpoint) if options.resume else None)
+                stopped = interrupt.interrupted
+                if trainer.world_size > 1:  # a signal may have reached one rank after the last shared check
+                    stopped = trainer.strategy.reduce_boolean_decision(stopped, all=False)
+                if not stopped:
+                    if checkpoints.saved_step != trainer.global_step:
+                        checkpoints.save(trainer)  # the last iterate, before what a signal may now cut short
+                    interrupt.stop_at_once = True
+                    recomputed = spec.precise_bn > 0 and module.precise_bn_images is None
+                    if recomputed:
+                        module.precise_bn_images = precise_bn(trainer, module, dm, spec.precise_bn)
+                    if recomputed or module.last_eval.get("step") != trainer.global_step:
+                        trainer.validate(module, datamodule=dm, verbose=False)  # the last iterate is always evaluated
+                    interrupt.stop_at_once = False
+                    checkpoints.save(trainer)  # the final state, with its evaluation, is always last.ckpt
+            except StopNow:
+                # The last iterate's checkpoint is on disk (saved before its evaluation): resuming evaluates it
+                # again, to the same numbers. What this process had half-computed (BN statistics, sums) is dropped.
+                stopped = True
+            finally:
+                interrupt.stop_at_once = False
     except BaseException as exc:
         diverged = isinstance(exc, NonFiniteLossError)
         status = "diverged" if diverged else "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"

@@ -970,3 +970,71 @@ def test_cli_train_divergence_exits_1_and_says_what_is_left(tiny_cifar_archive, 
     record = json.loads((run_dir / "run.json").read_text())
     assert record["status"] == "diverged" and 1 <= record["diverged_at"] < 8
     assert not (run_dir / "checkpoints").exists()
+
+
+def signal_in_the_final_evaluation(monkeypatch, signum: int, max_iters: int) -> None:
+    """Send `signum` to this process from the first test batch evaluated at the last iterate."""
+    original, sent = ClassifierModule.validation_step, []
+
+    def send(self, batch, batch_idx, dataloader_idx=0):
+        if self.global_step == max_iters and not sent:
+            sent.append(True)
+            os.kill(os.getpid(), signum)
+        return original(self, batch, batch_idx, dataloader_idx)
+
+    monkeypatch.setattr(ClassifierModule, "validation_step", send)
+
+
+@pytest.mark.parametrize("signum, reason", [(signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "ctrl-c")])
+@pytest.mark.parametrize("eval_every", [6, 4], ids=["evaluated-after-fit", "evaluated-inside-fit"])
+def test_a_signal_in_the_final_evaluation_stops_it_and_the_run_resumes_to_the_same_numbers(
+    tiny_cifar_archive, cifar_cache_root, tmp_path, monkeypatch, signum, reason, eval_every
+):
+    # 20 iterations: evaluated every 6, the last iterate after fit; every 4, inside fit's last step.
+    spec = tiny_spec(tiny_cifar_archive, cifar_cache_root, eval_every=eval_every)
+    reference = run(spec, tmp_path / "reference")
+    before = signal.getsignal(signum)
+    with monkeypatch.context() as patch:
+        signal_in_the_final_evaluation(patch, signum, spec.schedule.max_iters)
+        stopped = run(spec, tmp_path / "run")
+    assert signal.getsignal(signum) is before
+    assert (stopped["status"], stopped["stopped_by"], stopped["iterations"]) == ("interrupted", reason, 20)
+    assert "error" not in stopped and json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "interrupted"
+    assert torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 20
+    resumed = run(spec, tmp_path / "run", resume=True)
+    assert_same_run(tmp_path / "run", resumed, tmp_path / "reference", reference)
+    responses = [(r["layer"], r["std"]) for r in resumed["layer_responses"]]
+    assert responses == [(r["layer"], pytest.approx(r["std"], rel=1e-5)) for r in reference["layer_responses"]]
+
+
+def test_cli_sigterm_in_the_final_evaluation_exits_143(
+    tiny_cifar_archive, cifar_cache_root, tmp_path, monkeypatch, capsys
+):
+    signal_in_the_final_evaluation(monkeypatch, signal.SIGTERM, 8)
+    # Evaluated every 6 of 8 iterations: the last iterate is evaluated after fit, under Lightning's own handler.
+    assert main(cli_args(tiny_cifar_archive, cifar_cache_root, tmp_path / "runs", "--eval-every", "6")) == 143
+    record = json.loads((tmp_path / "runs" / "resnet8-s0" / "run.json").read_text())
+    assert (record["status"], record["stopped_by"], record["iterations"]) == ("interrupted", "SIGTERM", 8)
+
+
+def test_ctrl_c_during_precise_bn_stops_it_and_the_run_resumes_to_the_same_numbers(
+    tiny_cifar_archive, cifar_cache_root, tmp_path, monkeypatch
+):
+    import resnet_repro.training as training
+
+    spec = tiny_spec(tiny_cifar_archive, cifar_cache_root, iters=8, milestones=(4, 6), precise_bn=32)
+    reference = run(spec, tmp_path / "reference")
+    original = training.precise_bn
+
+    def interrupted(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        return original(*args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(training, "precise_bn", interrupted)
+        stopped = run(spec, tmp_path / "run")
+    assert (stopped["status"], stopped["stopped_by"], stopped["iterations"]) == ("interrupted", "ctrl-c", 8)
+    assert stopped["precise_bn_images"] is None
+    resumed = run(spec, tmp_path / "run", resume=True)
+    assert resumed["precise_bn_images"] == reference["precise_bn_images"]
+    assert_same_run(tmp_path / "run", resumed, tmp_path / "reference", reference)
