@@ -54,6 +54,7 @@ import torch  # noqa: E402
 from resnet_repro.commands.train import parse_duration  # noqa: E402
 from resnet_repro.errors import UserError, exit_status  # noqa: E402
 from resnet_repro.records import read_run  # noqa: E402
+from resnet_repro.rundir import RunDir  # noqa: E402
 
 # What comes back from a lent machine (the device tool's limits), with a margin.
 RETURN_FILES, RETURN_FILE_BYTES, RETURN_TOTAL_BYTES = 8, 15 * 2**20, 60 * 2**20
@@ -245,7 +246,7 @@ def step_checks(session: Session) -> dict:
     (status,) = wait([cli(session, [*args, *session.train_args()], log, session.budget_for("checks") + 60)])
     if status != 0:
         raise StepError(f"--deterministic: train exited {status}: {_last_line(log)}")
-    record = json.loads((out / "deterministic" / "run.json").read_text())
+    record = RunDir(out / "deterministic").read_record()
     return {
         "summary": f"--deterministic trained 40 iterations (test error {record['final']['test/error']:.1f}%); "
         f"run.json tf32 {record.get('tf32')} at {record['hardware_flags']['precision']}",
@@ -415,7 +416,7 @@ def step_jobs(session: Session) -> dict:
             )
         rate = aggregate(samples, n, _batch(session))
         if math.isnan(rate["images_per_s"]):  # too short to see all N log (smoke): whole runs, start-up included
-            records = [json.loads((out / f"run{k}" / "run.json").read_text()) for k in range(n)]
+            records = [RunDir(out / f"run{k}").read_record() for k in range(n)]
             wall = max(r["wall_time_s"] for r in records)
             images = sum(r["iterations"] * r["spec"]["batch_size"] for r in records)
             rate = {"images_per_s": images / wall, "window_s": wall, "window": "whole runs, start-up included"}
@@ -497,7 +498,7 @@ def step_artifact(session: Session) -> dict:
     (status,) = wait([cli(session, args, log, seconds + 25)])
     done = []
     for record_path in sorted(runs.glob("*/run.json")):
-        record = json.loads(record_path.read_text())
+        record = RunDir(record_path.parent).read_record()
         final = (record.get("final") or {}).get("test/error")
         done.append(
             f"{record['run_id']}: {record['status']} at iteration {record.get('iterations')}"

@@ -11,6 +11,9 @@ EXIT_DIVERGED, EXIT_USER_ERROR, EXIT_TIME_LIMIT, EXIT_CTRL_C, EXIT_SIGTERM = 1, 
 # The OS errors that mean "this machine cannot write there", said as such rather than as a traceback.
 _FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _CANNOT_WRITE = _FULL | {errno.EROFS, errno.EACCES, errno.EPERM}
+# The OS errors that mean "this path cannot be one": commands check their output paths first (see
+# files.check_output_dir); these catch the paths no check foresaw, in one line.
+_BAD_PATH = {errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG}
 
 
 class UserError(Exception):
@@ -48,9 +51,12 @@ def exit_status(prog: str, action: Callable[[], int | None]) -> int:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except OSError as exc:
-        if exc.errno not in _CANNOT_WRITE:
+        if exc.errno not in _CANNOT_WRITE | _BAD_PATH:
             raise
-        where = exc.filename or "the output directory"
+        where = shorten(exc.filename or "the output directory")
+        if exc.errno in _BAD_PATH:
+            print(f"{prog}: error: cannot use {where}: {exc.strerror}; name another path", file=sys.stderr)
+            return EXIT_USER_ERROR
         if exc.errno in _FULL or exc.errno == errno.EROFS:
             remedy = "free space" if exc.errno in _FULL else "make it writable"
             print(
@@ -67,6 +73,15 @@ def exit_status(prog: str, action: Callable[[], int | None]) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_CTRL_C
+
+
+def shorten(text, limit: int = 100) -> str:
+    """`text` cut in its middle to about `limit` characters: a 4 KB path in a one-line message."""
+    text = str(text)
+    if len(text) <= limit:
+        return text
+    half = (limit - 3) // 2
+    return f"{text[:half]}...{text[-half:]}"
 
 
 class OneLineParser(argparse.ArgumentParser):

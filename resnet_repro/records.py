@@ -3,13 +3,15 @@
 Plots and tables are pure functions of these two frames (see plotting.py, tables.py).
 """
 
+import csv
+import io
 from pathlib import Path
 
 import pandas as pd
 
 from resnet_repro.errors import NoRunsError, UserError
 from resnet_repro.models import model_info
-from resnet_repro.rundir import RunDir
+from resnet_repro.rundir import MENDING, RunDir
 
 METRICS = [
     "train/error",
@@ -28,8 +30,15 @@ METRICS = [
 def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame]:
     """One run's record (run.json) and its curves (metrics.csv, one row per logged iteration)."""
     record = RunDir(run_dir).read_record()
+    if record is None:
+        raise UserError(f"{run_dir} has no run.json: it is not a run directory, or its run never started")
+    return record, read_curves(run_dir, record)
+
+
+def read_curves(run_dir: Path, record: dict) -> pd.DataFrame:
+    """The curves of the run whose (checked) record is `record`: its metrics*.csv parts, one row per iteration."""
     # A resumed run keeps its earlier logs as metrics-0.csv, metrics-1.csv, ... (see rundir.py).
-    frames = [_read_csv(p) for p in RunDir(run_dir).metrics_parts() if p.stat().st_size]
+    frames = [_read_csv(p) for p in RunDir(run_dir).metrics_parts()]
     raw = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({"step": []})
     # Lightning writes train and eval metrics of one step on separate rows, and a resumed run may log a
     # step twice (after its last checkpoint and again after resuming): keep the last value per step.
@@ -45,17 +54,51 @@ def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame]:
         model=record["spec"]["model"],
         seed=record["spec"]["seed"],
     )
-    return record, curves[["run_id", "model", "seed", "step", *METRICS]]
+    return curves[["run_id", "model", "seed", "step", *METRICS]]
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
+    """The `step` and METRICS columns of one Lightning metrics log, every cell checked.
+
+    Parsed here rather than by pandas, which takes a first data row for a header, fills the missing cells of a
+    row cut short with NaN and keeps a column with a stray word in it as text: each would be drawn as if fine.
+    """
     try:
-        return pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path} is not a readable metrics log ({str(exc).splitlines()[0]}); {_MENDING}") from None
-
-
-_MENDING = "restore it (results/runs/ holds the committed copies) or delete its run directory to retrain it"
+        text = path.read_bytes().decode()
+        problem = "it is empty" if not text else None
+        if problem is None and not text.endswith("\n"):  # Lightning ends every row with one: a write cut short
+            problem = "its last line is cut off (the write that made it was interrupted)"
+        rows = list(csv.reader(io.StringIO(text))) if problem is None else []
+    except (UnicodeDecodeError, csv.Error) as exc:
+        problem = f"not a readable metrics log ({str(exc).splitlines()[0]})"
+        rows = []
+    header = rows[0] if rows else []
+    if problem is None and "step" not in header:
+        problem = "its first line is not the header naming the columns (no `step` column)"
+    columns = {name: header.index(name) for name in ["step", *METRICS] if name in header}
+    values: dict[str, list[float]] = {name: [] for name in columns}
+    for line, row in enumerate(rows[1:] if problem is None else [], start=2):
+        if not row:
+            continue  # a blank line carries nothing
+        if len(row) != len(header):
+            problem = f"line {line} has {len(row)} fields, the header {len(header)}"
+            break
+        for name, index in columns.items():
+            cell = row[index].strip()
+            try:
+                number = float(cell) if cell else float("nan")
+            except ValueError:
+                problem = f"line {line}: {name} is {cell[:20]!r}, not a number"
+                break
+            if name == "step" and not (0 <= number < 2**53 and number.is_integer()):  # exact as a float
+                problem = f"line {line}: step is {cell[:20]!r}, not an iteration count"
+                break
+            values[name].append(number)
+        if problem is not None:
+            break
+    if problem is not None:
+        raise UserError(f"{path} is not a usable metrics log: {problem}; {MENDING}")
+    return pd.DataFrame(values, columns=list(columns), dtype=float)
 
 
 def summary_row(record: dict) -> dict:
@@ -120,7 +163,7 @@ def data_copy(source: dict) -> str:
         return "unknown"
     if "listing_sha256" in source:  # ImageNet: a folder tree, identified by its listing
         subset = f", first {source['subset']} classes" if source.get("subset") else ""
-        return f"imagenet ({source.get('kind')}, {source.get('train')} train / {source.get('val')} val{subset}) sha256:{str(source['sha256'])[:8]}"
+        return f"imagenet ({source.get('kind')}, {source.get('train')} train / {source.get('val')} val{subset}) sha256:{str(source.get('sha256'))[:8]}"
     label = "cifar10-jpg q75" if source.get("jpeg_copy") else f"cifar10 ({source.get('kind', 'unknown')})"
     return f"{label} sha256:{str(source.get('sha256', ''))[:8]}"
 
@@ -136,11 +179,11 @@ def load_runs(
         dirs = [d for d in dirs if d.name in wanted]
     rows, curves = [], []
     for run_dir in dirs:
-        record, run_curves = read_run(run_dir)
-        if finished_only and record.get("status") != "finished":
-            continue
+        record = RunDir(run_dir).read_record()
+        if record is None or (finished_only and record["status"] != "finished"):
+            continue  # a run another process trains now may be mid-way through a write of its log: not read
         rows.append(summary_row(record))
-        curves.append(run_curves)
+        curves.append(read_curves(run_dir, record))
     if not rows:
         what = "finished runs" if finished_only else "runs"
         raise NoRunsError(f"no {what} logged under {runs_dir}: train them first (resnet-repro run ARTIFACT)")

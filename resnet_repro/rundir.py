@@ -19,11 +19,15 @@ from pathlib import Path
 import torch
 
 from resnet_repro.errors import RunLockedError, UserError
-from resnet_repro.files import atomic_path, write_json
+from resnet_repro.files import atomic_path, remove_abandoned_temp_files, write_json
 from resnet_repro.spec import TrainSpec, spec_digest
 
 # The files that make a run's logs, copied to results/runs/ (with a checkpoint only when asked, see copy_logs).
 LOG_FILES = ("run.json", "metrics*.csv")
+# What to do about a run's log that cannot be read, said after what is wrong with it.
+MENDING = "restore it (results/runs/ holds the committed copies) or delete the run directory to retrain it"
+# The statuses training.py writes into run.json.
+STATUSES = ("running", "finished", "interrupted", "diverged", "failed")
 
 
 class RunDir:
@@ -47,16 +51,20 @@ class RunDir:
         return self.path / "checkpoints" / "last.ckpt"
 
     def read_record(self) -> dict | None:
-        """run.json, or None when the run was never started."""
+        """run.json, checked to be a run record that every reader can use; None when the run was never started.
+
+        The one reader of run.json: a damaged or hand-edited record is a UserError naming the file and what is
+        wrong with it, never a record that breaks a reader later (see check_record)."""
         if not self.record_path.exists():
             return None
         try:
-            return json.loads(self.record_path.read_text())
+            record = json.loads(self.record_path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise UserError(
-                f"{self.record_path} is not a readable run record ({exc}); restore it (results/runs/ holds the "
-                "committed copies) or delete the run directory to retrain it"
-            ) from None
+            raise UserError(f"{self.record_path} is not a readable run record ({exc}); {MENDING}") from None
+        problem = check_record(record)
+        if problem is not None:
+            raise UserError(f"{self.record_path} is not a valid run record: {problem}; {MENDING}")
+        return record
 
     def write_record(self, record: dict) -> None:
         write_json(self.record_path, record)
@@ -101,6 +109,10 @@ class RunDir:
         handle.write(f"pid {os.getpid()} on {platform.node()}\n")
         handle.flush()
         self._lock = handle
+        # The holder is the one writer of run.json and checkpoints/: what a holder killed mid-write left (kill -9
+        # skips atomic_path's cleanup) goes as the run starts or resumes, not left there for ever.
+        for folder in (self.path, self.checkpoint.parent):
+            remove_abandoned_temp_files(folder)
 
     def unlock(self) -> None:
         if self._lock is not None:
@@ -212,7 +224,8 @@ def outcome(record: dict | None) -> str:
         return "not run"
     status, total = record["status"], record.get("spec", {}).get("schedule", {}).get("max_iters")
     if status == "finished":
-        return f"finished, test error {record['final'].get('test/error', float('nan')):.2f}%"
+        error = record.get("final", {}).get("test/error")
+        return f"finished, test error {float('nan') if error is None else error:.2f}%"
     if status == "diverged":
         return f"diverged at iteration {record.get('diverged_at', '?')}"
     if record.get("iterations") is not None:
@@ -298,3 +311,156 @@ def _flat(d: dict, prefix: str = "") -> dict:
         else:
             out[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
     return out
+
+
+# --- what a run record must hold ------------------------------------------------------------------
+# Every field a reader uses (summary_row, outcome, the runner, the renderers, resume) is checked for the type
+# it is used as, so a record that passes is safe to read anywhere; fields no reader uses are not checked.
+# A schema is a (test, description) pair, a dict of field schemas (a "!" suffix: the field is required), a
+# one-item list (a list of such items), _Values (an object of such values) or _Nullable (that, or null).
+
+
+class _Values:
+    def __init__(self, schema):
+        self.schema = schema
+
+
+class _Nullable:
+    def __init__(self, schema):
+        self.schema = schema
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # JSON's true is not an iteration count
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _known_model(value) -> bool:
+    from resnet_repro.models import model_info
+
+    if not isinstance(value, str):
+        return False
+    try:
+        model_info(value)
+    except UserError:
+        return False
+    return True
+
+
+_INT = (_is_int, "an integer")
+_POSITIVE = (lambda v: _is_int(v) and v > 0, "a positive integer")
+_NUMBER = (_is_number, "a number")
+_TEXT = (lambda v: isinstance(v, str), "text")
+_FLAG = (lambda v: isinstance(v, bool), "true or false")
+_SPEC = {
+    "model!": (_known_model, "a model name this version knows (see `resnet-repro models`)"),
+    "seed!": _INT,
+    "shortcut": _Nullable(_TEXT),
+    "schedule!": {
+        "max_iters!": _POSITIVE,
+        "milestones": [_INT],
+        "lr": _NUMBER,
+        "warmup": _TEXT,
+        "plateau": _Nullable(_INT),
+    },
+    "batch_size": _POSITIVE,
+    "dataset": (lambda v: v in ("cifar10", "imagenet"), "cifar10 or imagenet"),
+    "data": {"data": _Nullable(_TEXT), "root": _Nullable(_TEXT), "subset": _Nullable(_INT)},
+    "log_every": _POSITIVE,
+    "eval_every": _POSITIVE,
+    "checkpoint_every": _POSITIVE,
+    "precise_bn": _INT,
+}
+_RECORD = {
+    "run_id!": _TEXT,
+    "status!": ((lambda v: v in STATUSES), f"one of {', '.join(STATUSES)}"),
+    "spec!": _SPEC,
+    "final": _Values(_Nullable(_NUMBER)),  # null: a non-finite number (run.json is standard JSON)
+    "iterations": _Nullable(_INT),
+    "diverged_at": _Nullable(_INT),
+    "stopped_by": _Nullable(_TEXT),
+    "profile": _TEXT,
+    "world_size": _POSITIVE,
+    "params": _Nullable(_INT),
+    "wall_time_s": _NUMBER,
+    "warmup_end_iter": _Nullable(_INT),
+    "precise_bn_images": _Nullable(_INT),
+    "lr_drops": _Nullable([_INT]),
+    "commit": _Nullable(_TEXT),
+    "hardware": _Nullable(_TEXT),
+    "host": _Nullable(_TEXT),
+    "hardware_flags": {"precision": _TEXT, "compile": _FLAG},
+    "data_source": {
+        "path": _Nullable(_TEXT),
+        "cache": _Nullable(_TEXT),
+        "sha256": _Nullable(_TEXT),
+        "listing_sha256": _Nullable(_TEXT),
+    },
+    "parts": [{"commit": _Nullable(_TEXT), "hardware": _Nullable(_TEXT)}],
+    "evaluations": _Values(
+        {
+            "top1_error": _Nullable(_NUMBER),
+            "top5_error": _Nullable(_NUMBER),
+            "iteration": _Nullable(_INT),
+            "limit": _Nullable(_INT),
+        }
+    ),
+    "layer_responses": _Nullable([{"layer!": _TEXT, "std!": _NUMBER}]),
+}
+
+
+def check_record(record) -> str | None:
+    """What makes `record` (parsed run.json) unusable as a run record, in a few words; None if nothing does."""
+    if not isinstance(record, dict):
+        return f"it holds {_kind(record)}, not an object of fields"
+    problem = _problem(record, _RECORD, "")
+    if problem is None:
+        try:
+            TrainSpec.from_dict(record["spec"])  # what the run cache and resume rebuild the run from
+        except (TypeError, ValueError, UserError) as exc:
+            problem = f"`spec` does not describe a run ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+    return problem
+
+
+def _problem(value, schema, where: str) -> str | None:
+    if isinstance(schema, _Nullable):
+        return None if value is None else _problem(value, schema.schema, where)
+    if isinstance(schema, (dict, _Values)):
+        if not isinstance(value, dict):
+            return f"`{where}` should be an object, got {_kind(value)}"
+        if isinstance(schema, _Values):
+            fields = {str(key): (key, schema.schema) for key in value}
+        else:
+            fields = {key.rstrip("!"): (key, sub) for key, sub in schema.items()}
+        for name, (key, sub) in fields.items():
+            if name not in value:
+                if key.endswith("!"):
+                    return f"`{where + '.' if where else ''}{name}` is missing"
+                continue
+            problem = _problem(value[name], sub, f"{where + '.' if where else ''}{name}")
+            if problem is not None:
+                return problem
+        return None
+    if isinstance(schema, list):
+        if not isinstance(value, list):
+            return f"`{where}` should be a list, got {_kind(value)}"
+        return next((p for i, v in enumerate(value) if (p := _problem(v, schema[0], f"{where}[{i}]"))), None)
+    test, wanted = schema
+    return None if test(value) else f"`{where}` should be {wanted}, got {_kind(value)}"
+
+
+def _kind(value) -> str:
+    """A JSON value's type, in words, with a short value where that helps: "a string ('abc')", "null"."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    text = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+    return f"{'a string' if isinstance(value, str) else 'a number'} ({text})"

@@ -144,9 +144,9 @@ def _train_one(run: "PendingRun", options: dict) -> dict:
         return train(
             spec, RunOptions(run_dir=run.run_dir, resume=run.resume, restart=run.restart, **options), run.hardware
         )
-    except RunLockedError as exc:  # another process trains it: this artifact goes on without it
-        print(f"{run.run_dir}: {exc}", file=sys.stderr)
-        return {"run_id": run.run_dir.name, "status": "running elsewhere", "final": {}}
+    except RunLockedError as exc:  # another process trains it: this artifact goes on without it, and says so at the end
+        print(f"{run.run_dir}: being trained by another process; left to it", flush=True)
+        return {"run_id": run.run_dir.name, "status": "running elsewhere", "final": {}, "error": str(exc)}
     except NonFiniteLossError as exc:
         print(f"{run.run_dir}: diverged: {exc}", file=sys.stderr)
         return RunDir(run.run_dir).read_record() or {"run_id": run.run_dir.name, "status": "diverged", "final": {}}

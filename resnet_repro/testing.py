@@ -93,6 +93,7 @@ def load_bench(
     data: str | None = None,
     subset: int | None = None,
     workers: int | None = None,
+    stride_on: str | None = None,
 ) -> Bench:
     """The weights in `checkpoint` (ours or torchvision's) as a net for `model` (None: the checkpoint's), and
     the val split of `data` (None: the root the checkpoint was trained on); one-line UserErrors otherwise.
@@ -100,6 +101,9 @@ def load_bench(
     Args:
         subset: the first N classes (None: the checkpoint's; for torchvision weights, all 1000).
         workers: DataLoader workers (None: the checkpoint's setting, or data.imagenet's default).
+        stride_on: for a bottleneck net's state dict from outside, where each stage's stride-2 sits: "3x3" for
+            torchvision's weights (its ResNet v1.5), "1x1" for the paper's placement. Required there: the
+            weights have the same shapes either way, so they cannot tell. A run's checkpoint records its net.
     """
     path = Path(checkpoint)
     if not path.is_file():
@@ -116,9 +120,14 @@ def load_bench(
     if not isinstance(content, dict):
         raise UserError(f"{path} holds a {type(content).__name__}, not a checkpoint's dict of weights")
     if isinstance(content.get("hyper_parameters"), dict) and "spec" in content["hyper_parameters"]:
+        if stride_on is not None:
+            raise UserError(
+                f"--stride-on is for weights from outside; {path} is a run's checkpoint, whose net its spec builds "
+                "(the stride on the first 1x1, as the paper)"
+            )
         return _our_checkpoint(path, content, model, data, subset, workers)
     if "conv1.weight" in content and "fc.weight" in content and all(torch.is_tensor(v) for v in content.values()):
-        return _torchvision_weights(path, content, model, data, subset, workers)
+        return _torchvision_weights(path, content, model, data, subset, workers, stride_on)
     kind = "a Lightning checkpoint without a run spec" if "state_dict" in content else "no ResNet state dict"
     raise UserError(
         f"{path} is {kind} (keys: {', '.join(list(content)[:4])}, ...); pass a `resnet-repro train` run's "
@@ -178,7 +187,7 @@ def _our_checkpoint(path: Path, content: dict, model, data, subset, workers) -> 
     )
 
 
-def _torchvision_weights(path: Path, state: dict, model, data, subset, workers) -> Bench:
+def _torchvision_weights(path: Path, state: dict, model, data, subset, workers, stride_on) -> Bench:
     from resnet_repro.data.imagenet import ImageNetConfig, discover
 
     holds = _torchvision_name(state)
@@ -192,13 +201,25 @@ def _torchvision_weights(path: Path, state: dict, model, data, subset, workers) 
         raise UserError(
             f"{model} is {what}; {path} holds a torchvision {holds or 'ResNet'}: pass {holds or 'its name'}"
         )
+    # torchvision's ResNets use projection shortcuts (option B) and, from 50 layers, the stride on the 3x3 ("V1.5");
+    # the paper's (its released Caffe models) on the first 1x1. Weights of either load into either net (the shapes
+    # are the same), so the placement is the caller's to say, never guessed from the depth.
+    kwargs = {"shortcut": "B", "num_classes": state["fc.weight"].shape[0]}
+    if info.depth >= 50:
+        if stride_on not in ("1x1", "3x3"):
+            raise UserError(
+                f"{path} holds a bottleneck net, whose weights do not show where each stage's stride-2 sits: pass "
+                "--stride-on 3x3 for torchvision's weights (its ResNet v1.5) or --stride-on 1x1 for weights trained "
+                "with the paper's placement (its released Caffe models)"
+            )
+        kwargs["stride_in_1x1"] = stride_on == "1x1"
+    elif stride_on is not None:
+        raise UserError(f"--stride-on is for bottleneck nets (50, 101, 152 layers); {model} has one place for it")
     if data is None:
         raise UserError(
             f"pass --data ROOT: the torchvision state dict {path} does not record the data it was trained on"
         )
-    # torchvision's ResNets use projection shortcuts (option B) and, from 50 layers, the stride on the 3x3 ("V1.5").
-    kwargs = {"shortcut": "B", "num_classes": state["fc.weight"].shape[0]}
-    net = build_model(model, **kwargs, **({"stride_in_1x1": False} if info.depth >= 50 else {}))
+    net = build_model(model, **kwargs)
     _load_weights(net, from_torchvision_state_dict(state), path, model, holds)
     config = ImageNetConfig(str(data), subset=subset, **({} if workers is None else {"workers": workers}))
     files, wnids, source = discover(config)
@@ -290,6 +311,7 @@ def evaluate_checkpoint(
     limit: int | None = None,
     keep_probabilities: bool = False,
     progress: bool = True,
+    stride_on: str | None = None,
 ) -> dict:
     """Top-1 and top-5 error (%) of `checkpoint` on the val split under `protocol`, recorded (see `record_path`)
     and returned; every input is checked before anything is written. Arguments as `load_bench` and
@@ -302,7 +324,7 @@ def evaluate_checkpoint(
     for name, value, low in (("--batch-size", batch_size, 1), ("--workers", workers, 0), ("--limit", limit, 1)):
         if value is not None and value < low:
             raise UserError(f"{name} must be at least {low}, got {value}")
-    bench = load_bench(checkpoint, model, data=data, subset=subset, workers=workers)
+    bench = load_bench(checkpoint, model, data=data, subset=subset, workers=workers, stride_on=stride_on)
     chosen = base.scaled(bench.crop)
     run = _run_of(checkpoint)
     if run is not None:
@@ -331,6 +353,7 @@ def evaluate_checkpoint(
     result = {
         "model": bench.name,
         "weights": bench.weights,
+        "stride_on": stride_on,  # where outside bottleneck weights were told their stride sits (None: ours, or basic)
         "normalization": bench.normalization,
         "checkpoint": "checkpoints/last.ckpt" if run is not None else checkpoint.name,
         "iteration": bench.iteration,

@@ -20,6 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
+from resnet_repro import files
 from resnet_repro.data import sources
 from resnet_repro.data.sources import CIFAR10_CLASSES, data_root, load_cifar10, resolve_source
 from resnet_repro.errors import DataError, exit_status
@@ -336,7 +337,7 @@ def dead_pid() -> int:
 def test_load_cifar10_removes_temp_files_of_dead_writers_only(tiny_cifar_archive, tmp_path):
     """kill -9 skips the writer's own cleanup: the next load, cache hit or not, removes the files of dead pids."""
     cache = Path(load_cifar10(tiny_cifar_archive, tmp_path, full=False, progress=False).source["cache"])
-    host, pid = sources._host(), dead_pid()
+    host, pid = files.host(), dead_pid()
     dead = writer_temp_file(cache, host, pid)
     dead_other_cache = writer_temp_file(cache.with_name("cifar10-0123456789abcdef.pt"), host, pid)
     live = writer_temp_file(cache, host, os.getpid())
@@ -350,9 +351,9 @@ def test_load_cifar10_old_temp_file_of_a_live_pid_goes_only_when_unlocked(tiny_c
     """A live writer holds a lock on its file; an hour-old unlocked file names a pid that another process reuses."""
     fcntl = pytest.importorskip("fcntl")
     cache = Path(load_cifar10(tiny_cifar_archive, tmp_path, full=False, progress=False).source["cache"])
-    writing = writer_temp_file(cache, sources._host(), os.getpid(), "writing")
-    reused = writer_temp_file(cache, sources._host(), os.getpid(), "reused")
-    old = time.time() - 2 * sources.STALE_TEMP_SECONDS
+    writing = writer_temp_file(cache, files.host(), os.getpid(), "writing")
+    reused = writer_temp_file(cache, files.host(), os.getpid(), "reused")
+    old = time.time() - 2 * files.STALE_TEMP_SECONDS
     for path in (writing, reused):
         os.utime(path, (old, old))
     with open(writing, "rb") as held:
@@ -366,14 +367,14 @@ def test_cache_writer_names_its_temp_file_for_its_host_and_pid(tiny_cifar_archiv
 
     def inspecting_save(obj, f):
         (tmp,) = (tmp_path / "cache").glob(".*.tmp")
-        seen.append((sources._TEMP_NAME.fullmatch(tmp.name), sources._abandoned(tmp), sources._locked(tmp)))
+        seen.append((files.TEMP_NAME.fullmatch(tmp.name), files.abandoned(tmp), files.locked(tmp)))
         real_save(obj, f)
 
     monkeypatch.setattr(torch, "save", inspecting_save)
     cache = load_cifar10(tiny_cifar_archive, tmp_path, full=False, progress=False).source["cache"]
     ((match, abandoned, locked),) = seen
-    assert match["host"] == sources._host() and int(match["pid"]) == os.getpid()
-    assert not abandoned and locked == (sources.fcntl is not None)
+    assert match["host"] == files.host() and int(match["pid"]) == os.getpid()
+    assert not abandoned and locked == (files.fcntl is not None)
     assert cache_files(tmp_path) == [Path(cache)]
 
 
@@ -384,7 +385,7 @@ def test_load_cifar10_removes_temp_files_a_killed_writer_left(tiny_cifar_archive
     stale, fresh = cache.parent / f".{cache.name}.killed.tmp", cache.parent / f".{cache.name}.writing.tmp"
     stale.write_bytes(b"half a cache")
     fresh.write_bytes(b"another writer, mid-write")
-    old = time.time() - 2 * sources.STALE_TEMP_SECONDS
+    old = time.time() - 2 * files.STALE_TEMP_SECONDS
     os.utime(stale, (old, old))
     cache.unlink()
     load_cifar10(tiny_cifar_archive, tmp_path, full=False, progress=False)

@@ -39,6 +39,15 @@ def test_exit_status_permission_denied_is_one_line_for_reads_and_writes_alike(ca
     ]
 
 
+@pytest.mark.parametrize("code", [errno.ENOTDIR, errno.ENAMETOOLONG], ids=["not a directory", "name too long"])
+def test_exit_status_a_path_that_cannot_be_one_is_one_line_naming_it(code, capsys):
+    where = "runs/" + "x" * 4000
+    assert exit_status("resnet-repro run", raising(OSError(code, os.strerror(code), where))) == EXIT_USER_ERROR
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("resnet-repro run: error: cannot use runs/xxxx"), lines
+    assert lines[0].endswith(f"xxxx: {os.strerror(code)}; name another path") and len(lines[0]) < 200
+
+
 def test_exit_status_reraises_other_os_errors():
     """Only "cannot write here" is the user's to fix; a missing file or a broken pipe stays a traceback."""
     with pytest.raises(FileNotFoundError):

@@ -253,6 +253,22 @@ def test_a_torchvision_state_dict_of_another_net_says_which_net_it_holds(imagene
         load_bench(tmp_path / "resnet18.pth", "resnet18")
 
 
+def test_outside_weights_of_a_bottleneck_net_are_loaded_with_the_stride_where_the_caller_says(imagenet_root, tmp_path):
+    """The paper's placement (the first 1x1) and torchvision's (the 3x3) give weights of the same shapes: a state dict
+    cannot tell them apart, so the caller must say which, and is never given the other silently."""
+    torch.save(torchvision.models.resnet50(weights=None).state_dict(), tmp_path / "resnet50.pth")
+    where = {"data": str(imagenet_root), "subset": len(WNIDS)}
+    with pytest.raises(UserError) as refused:
+        load_bench(tmp_path / "resnet50.pth", "resnet50", **where)
+    assert "pass --stride-on 3x3 for torchvision's weights (its ResNet v1.5) or --stride-on 1x1" in str(refused.value)
+    for placement, strides in (("3x3", ((1, 1), (2, 2))), ("1x1", ((2, 2), (1, 1)))):
+        block = load_bench(tmp_path / "resnet50.pth", "resnet50", stride_on=placement, **where).model.layer2[0]
+        assert (block.conv1.stride, block.conv2.stride) == strides, placement
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), tmp_path / "resnet18.pth")
+    with pytest.raises(UserError, match="--stride-on is for bottleneck nets"):
+        load_bench(tmp_path / "resnet18.pth", "resnet18", stride_on="1x1", **where)
+
+
 def test_evaluate_run_records_each_protocol_in_run_json_and_keeps_probabilities(trained_run, tmp_path):
     run = copy_run(trained_run, tmp_path / "run")
     record = json.loads((run / "run.json").read_text())

@@ -54,7 +54,7 @@ def test_skipped_models_are_named():
 
 
 def test_unknown_profile_and_artifact_and_only_are_user_errors():
-    with pytest.raises(UserError, match="paper, quick, smoke"):
+    with pytest.raises(UserError, match="paper, quick, mid, smoke"):
         get_profile("fast")
     with pytest.raises(UserError, match="fig1"):
         load_experiment("fig99")

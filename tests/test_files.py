@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from resnet_repro import files
+from resnet_repro.cli import main
 from resnet_repro.files import AtomicCheckpointIO, atomic_path, write_json
 
 
@@ -124,3 +125,52 @@ def test_two_threads_writing_one_path_never_share_a_temporary_file(tmp_path):
     assert temporaries[0] != temporaries[1]
     assert target.read_text() in ("a" * 1000, "b" * 1000)
     assert list(tmp_path.iterdir()) == [target]
+
+
+LONG_NAME = "x" * 300  # over the 255 bytes a name takes on Linux filesystems
+LONG_PATH = "/".join(["y" * 200] * 21)  # about 4.2 KB: over the 4096 bytes a path takes
+
+
+@pytest.mark.parametrize(
+    "argv, problem",
+    [
+        (["train", "resnet8", "--out", "afile"], "cannot write in afile (--out): it is a file, not a directory"),
+        (["train", "resnet8", "--out", "afile/runs"], "cannot write in afile/runs (--out): afile is a file, not a"),
+        (["train", "resnet8", "--out", "runs", "--name", LONG_NAME], "(--name): the name xxxxxxxxxxxxxxxxxx...xx"),
+        (["train", "resnet8", "--out", LONG_PATH], "(--out): its absolute path is 4"),
+        (["run", "fig1", "--profile", "smoke", "--runs-dir", "afile"], "cannot write in afile (--runs-dir): it is a"),
+        (["run", "fig1", "--profile", "smoke", "--results-dir", "afile"], "cannot write in afile (--results-dir): it"),
+        (["run", "fig1", "--profile", "smoke", "--runs-dir", LONG_PATH], "(--runs-dir): its absolute path is 4"),
+        (["report", "fig1", "--runs-dir", "runs-here", "--results-dir", "afile"], "in afile (--results-dir): it is"),
+        (["report", "fig1", "--runs-dir", "runs-here", "--results-dir", LONG_NAME], "the name xxxxxxxxxxxxxxxxxx."),
+    ],
+    ids=[
+        "train out file",
+        "train out below a file",
+        "train name",
+        "train path",
+        "run runs-dir",
+        "run results-dir",
+        "run path",
+        "report results-dir",
+        "report name",
+    ],
+)
+def test_commands_refuse_an_output_directory_that_cannot_be_one_in_one_line_creating_nothing(
+    tmp_path, monkeypatch, capsys, argv, problem
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("not a directory")
+    (tmp_path / "runs-here").mkdir()
+    before = sorted(tmp_path.rglob("*"))
+    assert main([*argv, "--wandb", "off"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"resnet-repro {argv[0]}: error: "), lines
+    assert problem in lines[0] and len(lines[0]) < 500  # a 4 KB path is cut in its middle
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_check_output_dir_takes_a_missing_or_existing_directory(tmp_path):
+    files.check_output_dir(tmp_path, "--out")
+    files.check_output_dir(tmp_path / "new" / "deeper", "--out")
+    assert list(tmp_path.iterdir()) == []  # a check creates nothing

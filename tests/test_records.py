@@ -5,6 +5,8 @@ import math
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from resnet_repro.errors import UserError
 from resnet_repro.records import METRICS, data_copy, load_runs, read_run, summary_row
@@ -188,3 +190,68 @@ def test_load_runs_corrupt_log_is_a_user_error_naming_it(tmp_path, filename, con
         load_runs(tmp_path)
     assert str(corrupt) in str(raised.value) and "\n" not in str(raised.value)
     assert "restore it" in str(raised.value)  # and says how to mend it
+
+
+GOOD_LOG = csv_rows(train_row(1, 80.0), eval_row(1, 79.0), train_row(3, 60.0), eval_row(3, 55.0)).replace("\n", "\r\n")
+
+
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        (GOOD_LOG.split("\r\n", 1)[1], "its first line is not the header naming the columns (no `step` column)"),
+        (GOOD_LOG.replace(",60.0,", ",6O.0,"), "line 4: train/error is '6O.0', not a number"),
+        (GOOD_LOG[:-30], "its last line is cut off (the write that made it was interrupted)"),
+        ("", "it is empty"),
+        (GOOD_LOG + "0,0.1,5,,\r\n", "line 6 has 5 fields, the header 8"),
+        (GOOD_LOG + ",0.1,,,,900.0,50.0,1.2\r\n", "line 6: step is '', not an iteration count"),
+    ],
+    ids=["no header", "a word for a number", "cut off", "empty", "a short row", "no step"],
+)
+def test_read_run_refuses_a_damaged_metrics_log_naming_it_and_what_is_wrong(tmp_path, content, problem):
+    run_dir = write_run(tmp_path, "r", metrics={"metrics-0.csv": GOOD_LOG, "metrics.csv": content})
+    with pytest.raises(UserError) as raised:
+        read_run(run_dir)
+    message = str(raised.value)
+    assert message.startswith(f"{run_dir / 'metrics.csv'} is not a usable metrics log: {problem}; restore it")
+    assert "\n" not in message
+
+
+def test_read_run_reads_lightnings_own_log_with_its_crlf_rows(tmp_path):
+    _, curves = read_run(write_run(tmp_path, "r", metrics={"metrics.csv": GOOD_LOG}))
+    assert curves["step"].tolist() == [2, 4] and curves["test/error"].tolist() == [79.0, 55.0]
+
+
+@st.composite
+def damaged_logs(draw) -> bytes:
+    """A metrics log as a kill, a full disk or an editor leaves it: cut off, a span replaced, or lines dropped."""
+    data = GOOD_LOG.encode()
+    kind = draw(st.sampled_from(["cut", "replaced", "dropped"]))
+    if kind == "cut":
+        return data[: draw(st.integers(0, len(data)))]
+    if kind == "dropped":
+        lines = data.split(b"\r\n")
+        keep = draw(st.lists(st.booleans(), min_size=len(lines), max_size=len(lines)))
+        return b"\r\n".join(line for line, kept in zip(lines, keep, strict=True) if kept)
+    start = draw(st.integers(0, len(data)))
+    end = draw(st.integers(start, min(len(data), start + 8)))
+    return (
+        data[:start]
+        + draw(st.binary(max_size=6) | st.text(",.-e0123456789naif\r\n ", max_size=6).map(str.encode))
+        + data[end:]
+    )
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=damaged_logs())
+def test_read_run_gives_numeric_curves_or_a_user_error_naming_the_log(tmp_path, data):
+    run_dir = tmp_path / "r"
+    if not run_dir.exists():
+        write_run(tmp_path, "r")
+    (run_dir / "metrics.csv").write_bytes(data)
+    try:
+        _, curves = read_run(run_dir)
+    except UserError as exc:
+        assert str(run_dir / "metrics.csv") in str(exc) and "\n" not in str(exc)
+        return
+    assert curves["step"].dtype.kind == "i" and (curves["step"] >= 1).all()
+    assert all(curves[m].dtype.kind == "f" for m in METRICS)

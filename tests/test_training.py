@@ -836,7 +836,8 @@ def test_python_m_resnet_repro_train_16_mixed_on_a_cpu_is_one_line(tiny_cifar_ar
 def write_killed_before_first_checkpoint(run_dir: Path) -> None:
     """What `kill -9` (or a power cut) leaves before the first checkpoint: a running record and a log."""
     run_dir.mkdir(parents=True)
-    (run_dir / "run.json").write_text(json.dumps({"run_id": run_dir.name, "status": "running"}))
+    spec = TrainSpec(model="resnet8").to_dict()  # training writes the spec into run.json before any iteration
+    (run_dir / "run.json").write_text(json.dumps({"run_id": run_dir.name, "status": "running", "spec": spec}))
     (run_dir / "metrics.csv").write_text("epoch,lr,step,train/error,train/loss\n0,0.1,1,90.0,2.3\n")
 
 
@@ -851,6 +852,23 @@ def test_cli_train_starts_again_a_run_killed_before_its_first_checkpoint(
     assert (record["status"], record["iterations"]) == ("finished", 8)
     assert not list(run_dir.glob("metrics-*.csv")), "the dead attempt's log was kept as part of this run"
     assert curves(run_dir)["train/loss"].dropna().index.tolist() == [2, 4, 6, 8]
+
+
+def test_cli_train_resume_removes_the_checkpoint_a_killed_writer_left_half_written(
+    tiny_cifar_archive, cifar_cache_root, tmp_path, send_signal
+):
+    from resnet_repro import files
+
+    argv = cli_args(tiny_cifar_archive, cifar_cache_root, tmp_path / "runs")
+    with send_signal(signal.SIGTERM, after=4):
+        assert main(argv) == 143
+    checkpoints = tmp_path / "runs" / "resnet8-s0" / "checkpoints"
+    writer = subprocess.Popen([sys.executable, "-c", ""])  # a writer that died mid-save (kill -9 skips its cleanup)
+    writer.wait()
+    half = checkpoints / f".last.ckpt.{files.host()}.{writer.pid}.140000000000000.tmp"
+    half.write_bytes(b"half a checkpoint")
+    assert main([*argv, "--resume"]) == 0
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["last.ckpt"]
 
 
 def test_cli_train_resume_of_a_run_killed_before_its_first_checkpoint_says_to_start_it_again(

@@ -3,7 +3,7 @@ under one of Sec. 3.4's test protocols (center, 10crop, multiscale), recorded be
 
 Examples:
     resnet-repro evaluate resnet34 --checkpoint runs/resnet34-s0-1a2b3c4d/checkpoints/last.ckpt --protocol 10crop
-    resnet-repro evaluate resnet50 --checkpoint resnet50.pth --data /data/imagenet --protocol center
+    resnet-repro evaluate resnet50 --checkpoint resnet50.pth --stride-on 3x3 --data /data/imagenet --protocol center
 """
 
 import argparse
@@ -41,6 +41,13 @@ def register(subparsers) -> None:
         "--batch-size", type=int, default=None, help="images per batch (center, 10crop; multiscale takes one)"
     )
     parser.add_argument("--limit", type=int, default=None, help="test only the first N val images (quick checks)")
+    parser.add_argument(
+        "--stride-on",
+        choices=["1x1", "3x3"],
+        default=None,
+        help="a bottleneck net's (50/101/152) state dict from outside: where each stage's stride-2 sits, which its "
+        "weights cannot show; 3x3 for torchvision's (its ResNet v1.5), 1x1 for the paper's (its Caffe models)",
+    )
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     parser.add_argument(
@@ -65,6 +72,7 @@ def run(args) -> int:
         limit=args.limit,
         keep_probabilities=args.keep_probabilities,
         progress=args.progress,
+        stride_on=args.stride_on,
     )
     weights = f"iteration {result['iteration']}" if result["weights"] == "checkpoint" else "torchvision weights"
     limited = f" (the first {result['images']}: --limit {result['limit']})" if result["limit"] is not None else ""

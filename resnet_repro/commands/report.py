@@ -51,12 +51,14 @@ def _data(experiment, subset: int | None):
 
 
 def run(args) -> int:
+    from resnet_repro.files import check_output_dir
     from resnet_repro.report import render_experiment, write_results_index
     from resnet_repro.runner import list_experiments, load_experiment
 
     runs_dir, results_dir = Path(args.runs_dir), Path(args.results_dir)
     if not runs_dir.is_dir():
         raise UserError(f"no runs directory {runs_dir}: train first (resnet-repro run ARTIFACT) or pass --runs-dir")
+    check_output_dir(results_dir, "--results-dir")
     artifacts = [args.artifact] if args.artifact else list_experiments()
     known = {name for profiles in DATASET_PROFILES.values() for name in profiles}
     if args.profile is not None and args.profile not in known:

@@ -150,6 +150,8 @@ def dataset_of(model: str) -> str:
 def data_config(dataset: str, args):
     """The dataset's config from the command line's data flags."""
     if dataset == "imagenet":
+        if args.subset is not None and args.subset < 1:  # checked before a net with no outputs is built
+            raise UserError(f"--subset must be at least 1 class, got {args.subset}")
         workers = {} if args.workers is None else {"workers": args.workers}
         return ImageNetConfig(data=args.data, subset=args.subset, **workers)
     return DataConfig(data=args.data, root=args.data_root)
@@ -278,6 +280,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from resnet_repro.files import check_output_dir
     from resnet_repro.module import NonFiniteLossError
     from resnet_repro.tables import format_duration
     from resnet_repro.training import RunOptions, train
@@ -285,6 +288,9 @@ def run(args) -> int:
     stop_at = deadline(args)
     spec = spec_from_args(args, args.model)
     run_dir = Path(args.out) / (args.name or f"{args.model}-s{args.seed}")
+    # Before the data is loaded and anything is created: a file named as --out, or too long a name or path.
+    check_output_dir(Path(args.out), "--out")
+    check_output_dir(run_dir, "--name" if args.name else "--out")
     options = RunOptions(
         run_dir=run_dir, resume=args.resume, wandb=args.wandb, progress=args.progress, deadline=stop_at
     )

@@ -7,16 +7,12 @@ of either -- is checked and decoded once into a cache of uint8 tensors keyed by 
 from __future__ import annotations
 
 import errno
-import functools
 import hashlib
 import io
 import os
 import pickle
-import re
-import socket
 import tarfile
 import tempfile
-import time
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -28,11 +24,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from resnet_repro.errors import DataError
-
-try:
-    import fcntl
-except ImportError:  # Windows: temp files there are judged by age alone
-    fcntl = None
+from resnet_repro.files import host, lock_file, remove_abandoned_temp_files
 
 # CIFAR-10's own label order (batches.meta), which is also alphabetical.
 CIFAR10_CLASSES = (
@@ -156,7 +148,7 @@ def load_cifar10(
         _download(root)
     sha256, known = _source_hash(source)
     cache = root / "cache" / f"cifar10-{sha256[:16]}.pt"
-    _remove_abandoned_temp_files(cache.parent)
+    remove_abandoned_temp_files(cache.parent, _TEMP_GLOB)
     entry = _read_cache(cache, sha256)
     hit = entry is not None
     if not hit:
@@ -519,9 +511,9 @@ def _write_atomically(entry: dict, cache: Path) -> None:
     tmp = None
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{cache.name}.{_host()}.{os.getpid()}.", suffix=".tmp", dir=cache.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{cache.name}.{host()}.{os.getpid()}.", suffix=".tmp", dir=cache.parent)
         with os.fdopen(fd, "wb") as f:
-            _lock(f)  # held while writing, until closed: tells cleaners this writer is alive
+            lock_file(f)  # held while writing, until closed: tells cleaners this writer is alive
             _save(entry, f)
             f.flush()
             os.fsync(f.fileno())
@@ -576,85 +568,5 @@ def _cache_write_error(cache: Path, exc: OSError) -> DataError:
 
 # --- temp files of killed writers ------------------------------------------------------------------
 
-# Writers name their temp file .<cache name>.<host>.<pid>.<random>.tmp (see `_write_atomically`).
+# Writers name their temp file .<cache name>.<host>.<pid>.<random>.tmp (see `_write_atomically`, files.TEMP_NAME).
 _TEMP_GLOB = ".cifar10-*.pt.*.tmp"
-_TEMP_NAME = re.compile(r"\.cifar10-[0-9a-f]+\.pt\.(?P<host>[^.]+)\.(?P<pid>[0-9]+)\.[a-z0-9_]+\.tmp")
-STALE_TEMP_SECONDS = 3600.0
-
-
-@functools.cache
-def _host() -> str:
-    """This machine as temp file names record it: the host name, plus the pid namespace where there is one."""
-    name = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "localhost"
-    try:
-        # Containers can share a host name but not their pids; the namespace's inode tells them apart.
-        return f"{name}~{os.stat('/proc/self/ns/pid').st_ino}"
-    except OSError:
-        return name
-
-
-def _remove_abandoned_temp_files(folder: Path) -> None:
-    """Delete the temp files that cache writers killed mid-write left in `folder` (SIGKILL skips their cleanup)."""
-    try:
-        strays = list(folder.glob(_TEMP_GLOB))
-    except OSError:
-        return
-    for stray in strays:
-        try:
-            if _abandoned(stray):
-                stray.unlink()
-        except OSError:
-            pass  # gone meanwhile, or not ours to delete
-
-
-def _abandoned(stray: Path) -> bool:
-    """Whether no live process writes `stray` any more; a live writer's file is never judged abandoned."""
-    match = _TEMP_NAME.fullmatch(stray.name)
-    if match is None or match["host"] != _host() or os.name != "posix":
-        # Another host's pids mean nothing here (caches can sit on shared filesystems), and a name without a pid
-        # (older versions wrote those) has none to check: only age can tell, so such files go after an hour.
-        return _untouched_for(stray, STALE_TEMP_SECONDS)
-    if not _pid_alive(int(match["pid"])):
-        return True
-    # The pid is alive: the writer itself, or a process that reuses a dead writer's pid (after a reboot, say).
-    # A writer locks its file right after creating it, so an unlocked file untouched for an hour is not its.
-    return _untouched_for(stray, STALE_TEMP_SECONDS) and not _locked(stray)
-
-
-def _pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists on this host (signal 0 only checks)."""
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, OverflowError):
-        return False
-    except OSError:
-        return True  # PermissionError: it exists, under another user
-    return True
-
-
-def _untouched_for(path: Path, seconds: float) -> bool:
-    return time.time() - path.stat().st_mtime > seconds
-
-
-def _lock(f) -> None:
-    """Hold an exclusive flock on the open file `f` (until it is closed), where the filesystem supports one."""
-    if fcntl is not None:
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        except OSError:
-            pass  # no flock here (some network filesystems): the pid in the name still marks the writer
-
-
-def _locked(path: Path) -> bool:
-    """Whether a process holds a flock on `path`; True where that cannot be told, so the file is kept."""
-    if fcntl is None:
-        return True
-    try:
-        with open(path, "rb") as f:
-            try:
-                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-            return False  # closing the file drops the lock just taken
-    except OSError:
-        return True

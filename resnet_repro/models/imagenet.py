@@ -35,7 +35,12 @@ def default_shortcut(depth: int) -> str:
 
 
 class ImageNetResNet(nn.Module):
-    """A Table 1 net; `shortcut=None` gives the plain net, "A"/"B"/"C" the ResNet."""
+    """A Table 1 net; `shortcut=None` gives the plain net, "A"/"B"/"C" the ResNet.
+
+    `stride_in_1x1` (bottleneck nets): each stage's stride-2 on the first 1x1, as the paper's released Caffe models
+    (True), or on the 3x3, as torchvision's weights ("ResNet v1.5", False). The weights have the same shapes either
+    way, so loading a state dict neither tells nor checks it: build the net with the placement its weights had.
+    """
 
     def __init__(
         self,
@@ -79,6 +84,8 @@ class ImageNetResNet(nn.Module):
 def from_torchvision_state_dict(state_dict: dict) -> dict:
     """Rename torchvision ResNet keys to ours (`downsample` -> `shortcut`).
 
-    torchvision's nets are option B; its ResNet-50/101/152 need `stride_in_1x1=False`.
+    torchvision's nets are option B; its ResNet-50/101/152 (v1.5: the stride on the 3x3) need `stride_in_1x1=False`,
+    and weights in this layout with the paper's placement (the stride on the first 1x1) need True. Nothing in the
+    keys or shapes says which: the caller must (`resnet-repro evaluate --stride-on`).
     """
     return {key.replace(".downsample.", ".shortcut."): value for key, value in state_dict.items()}
