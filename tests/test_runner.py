@@ -121,7 +121,7 @@ def test_only_and_unknown_names_are_one_line_errors(fig1, workspace, capsys):
     assert main(["run", "fig99", *flags]) == 2
     assert main(["run", "fig1", *flags[:1], "turbo", *flags[2:]]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 3 and "plain20-s0-" in err[0] and "fig1" in err[1] and "paper, quick, smoke" in err[2]
+    assert len(err) == 3 and "plain20-s0-" in err[0] and "fig1" in err[1] and "paper, quick, mid, smoke" in err[2]
 
 
 def test_report_without_runs_is_a_user_error(tmp_path, capsys):
@@ -147,6 +147,29 @@ def test_list_prints_runs_and_cost(capsys):
     assert main(["run", "--list", "--profile", "quick"]) == 0
     out = capsys.readouterr().out
     assert "plain56-s0-" in out and "PFLOP" in out and "not in this profile: " in out
+
+
+def test_list_with_an_unknown_profile_is_one_line_exit_2(capsys):
+    assert main(["run", "--list", "--profile", "bogus"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines() == [
+        "resnet-repro run: error: unknown profile 'bogus': choose one of mid, paper, quick, smoke"
+    ]
+    assert captured.out == ""
+
+
+@pytest.mark.parametrize("command", ["train resnet18", "run table2"])
+def test_subset_0_is_one_line_before_any_net_is_built(capsys, tmp_path, command):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        argv = [*command.split(), "--subset", "0", "--wandb", "off", "--out" if "train" in command else "--runs-dir"]
+        assert main([*argv, str(tmp_path / "runs")]) == 2
+    assert [str(w.message) for w in caught] == []  # torch's "Initializing zero-element tensors is a no-op"
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [f"resnet-repro {command.split()[0]}: error: --subset must be at least 1 class, got 0"]
+    assert not (tmp_path / "runs").exists()
 
 
 def test_notebook_runs_on_smoke_results(fig1, workspace):
@@ -214,7 +237,9 @@ def test_stop_after_starts_no_run_past_the_deadline_exits_3_and_the_same_command
         jobs,
     ]
     assert main(["run", "fig1", *flags, "--stop-after", "0"]) == 3
-    assert "--stop-after time limit reached with 2 run(s) unfinished" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "--stop-after time limit reached with 2 run(s) unfinished" in out
+    assert "none had started, so nothing was saved" in out and "checkpoint" not in out  # no run wrote one
     assert not list((tmp_path / "runs").glob("*/run.json")) and not (tmp_path / "results").exists()
     assert main(["run", "fig1", *flags]) == 0
     records = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*/run.json")]
@@ -294,6 +319,46 @@ def test_report_with_a_corrupt_run_log_is_one_line_naming_it(fig1, tmp_path, cap
     assert str(corrupt) in lines[0]
 
 
+def spoil_json(path: Path, change) -> None:
+    path.write_text(json.dumps(change(json.loads(path.read_text()))))
+
+
+def spoil_log(path: Path, change) -> None:
+    path.write_bytes(change(path.read_bytes()))
+
+
+@pytest.mark.parametrize(
+    "filename, spoil, problem",
+    [
+        ("run.json", lambda p: spoil_json(p, lambda r: [1, 2, 3]), "it holds a list, not an object of fields"),
+        ("run.json", lambda p: spoil_json(p, lambda r: {}), "`run_id` is missing"),
+        (
+            "run.json",
+            lambda p: spoil_json(p, lambda r: {k: v for k, v in r.items() if k != "spec"}),
+            "`spec` is missing",
+        ),
+        ("run.json", lambda p: spoil_json(p, lambda r: {**r, "final": None}), "`final` should be an object, got null"),
+        ("run.json", lambda p: spoil_json(p, lambda r: {**r, "spec": "plain56"}), "`spec` should be an object"),
+        ("metrics.csv", lambda p: spoil_log(p, lambda b: b.split(b"\n", 1)[1]), "its first line is not the header"),
+        ("metrics.csv", lambda p: spoil_log(p, lambda b: b.replace(b",,", b",x,", 1)), "not a number"),
+        ("metrics.csv", lambda p: spoil_log(p, lambda b: b[:-7]), "its last line is cut off"),
+        ("metrics.csv", lambda p: spoil_log(p, lambda b: b""), "it is empty"),
+    ],
+    ids=["a list", "empty object", "no spec", "final null", "spec a string", "no header", "a word", "cut off", "empty"],
+)
+def test_report_over_a_damaged_run_log_is_one_line_naming_it_and_writes_nothing(
+    fig1, tmp_path, capsys, filename, spoil, problem
+):
+    damaged = copy_fig1_runs(fig1, tmp_path / "runs")["plain56"] / filename
+    spoil(damaged)
+    args = ["report", "fig1", "--profile", "smoke", "--runs-dir", str(tmp_path / "runs")]
+    assert main([*args, "--results-dir", str(tmp_path / "results")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"resnet-repro report: error: {damaged} is not a "), lines
+    assert problem in lines[0]
+    assert not (tmp_path / "results").exists()
+
+
 def test_report_says_a_diverged_run_diverged_at_its_iteration(fig1, tmp_path):
     runs = copy_fig1_runs(fig1, tmp_path / "runs")
     record_path = runs["plain56"] / "run.json"
@@ -336,6 +401,53 @@ def test_train_runs_reports_a_diverged_run_at_its_iteration(tiny_cifar_archive, 
     assert record["status"] == "diverged" and record["diverged_at"] >= 1
     assert outcome(record) == f"diverged at iteration {record['diverged_at']}"
     assert f"{pending.run_dir}: diverged: " in capsys.readouterr().err
+
+
+def test_run_where_every_run_diverged_says_so_and_what_to_change_with_exit_1_and_again_on_a_rerun(
+    workspace, tmp_path, monkeypatch, capsys
+):
+    import dataclasses
+
+    from resnet_repro import experiment
+
+    smoke = experiment.PROFILES["smoke"]
+    monkeypatch.setitem(
+        experiment.PROFILES, "smoke", dataclasses.replace(smoke, schedule=dataclasses.replace(smoke.schedule, lr=1e6))
+    )
+    _, flags = workspace
+    flags = [*flags, "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results")]
+    for attempt in ("first", "rerun"):
+        assert main(["run", "fig1", *flags, "--threads", "1"]) == 1, attempt
+        said = capsys.readouterr().err.strip().splitlines()[-1]
+        assert said.startswith("fig1 (smoke): every run diverged (plain20-s0-"), (attempt, said)
+        assert " at iteration 3, plain56-s0-" in said and "train them first" not in said
+        assert "a lower --lr or warm-up (resnet-repro train plain20 --lr 0.01" in said
+    assert not (tmp_path / "results").exists()
+
+
+def test_run_while_another_process_trains_one_of_its_runs_is_not_done(fig1, workspace, tmp_path, capsys):
+    """Two `run fig1` at once: the second trains what is free, and says which run the first still holds, exit 2."""
+    from resnet_repro.rundir import RunDir
+
+    _, flags = workspace
+    flags = [*flags, "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results")]
+    held = copy_fig1_runs(fig1, tmp_path / "runs")["plain56"]
+    shutil.rmtree(held)  # not trained yet: the other process has just begun it
+    holder = RunDir(held)  # flock conflicts between two open files, so this stands in for the other process
+    holder.lock()
+    try:
+        assert main(["run", "fig1", *flags, "--threads", "1"]) == 2
+    finally:
+        holder.unlock()
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"resnet-repro run: error: {held} is being trained by another "), (
+        lines
+    )
+    assert f"(pid {os.getpid()} on " in lines[0] and "fig1 is not rendered" in lines[0]
+    assert "done" not in captured.out and not (tmp_path / "results").exists()
+    assert main(["run", "fig1", *flags, "--threads", "1"]) == 0  # once it is free, the same command finishes it
+    assert "fig1 (smoke) done in " in capsys.readouterr().out
 
 
 def test_report_draws_a_run_in_progress_up_to_where_it_stopped(fig1, tmp_path):

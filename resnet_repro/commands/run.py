@@ -1,6 +1,7 @@
 """`resnet-repro run ARTIFACT --profile P`: train an artifact's runs (cached, resumable), then render it."""
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -12,8 +13,9 @@ from resnet_repro.commands.train import (
     hardware_from_args,
     stop_status,
 )
-from resnet_repro.errors import EXIT_TIME_LIMIT, OneLineParser, UserError, exit_status
+from resnet_repro.errors import EXIT_DIVERGED, EXIT_TIME_LIMIT, OneLineParser, UserError, exit_status
 from resnet_repro.experiment import DATASET_PROFILES, Experiment, plan_variants, skipped_models
+from resnet_repro.launcher import add_launcher_arguments, launcher_requested
 from resnet_repro.spec import run_id
 
 # End-to-end rate on the reference 2-core CPU, evaluations included: the four quick-profile runs (0.51
@@ -45,6 +47,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="an ensemble artifact's runs (table5): comma-separated model names or run ids (default: all)",
     )
+    add_launcher_arguments(parser)
 
 
 def register(subparsers) -> None:
@@ -62,6 +65,9 @@ def run(args) -> int:
     if args.artifact is None:
         if not args.list:
             raise UserError(f"name an artifact ({', '.join(list_experiments())}) or pass --list")
+        known = sorted({name for profiles in DATASET_PROFILES.values() for name in profiles})
+        if args.profile is not None and args.profile not in known:
+            raise UserError(f"unknown profile {args.profile!r}: choose one of {', '.join(known)}")
         for artifact in list_experiments():
             experiment = load_experiment(artifact)
             name = args.profile or DEFAULT_PROFILE[experiment.dataset]
@@ -83,6 +89,7 @@ def main(experiment: Experiment, argv=None) -> int:
 
 
 def execute(experiment: Experiment, args) -> int:
+    from resnet_repro.files import check_output_dir
     from resnet_repro.report import render_experiment, write_results_index
     from resnet_repro.runner import run_experiment
     from resnet_repro.tables import format_duration
@@ -97,7 +104,13 @@ def execute(experiment: Experiment, args) -> int:
     if experiment.dataset != "imagenet" and (args.subset is not None or args.workers is not None):
         raise UserError(f"--subset and --workers are ImageNet flags; {experiment.id} trains on {experiment.dataset}")
     data = data_config(experiment.dataset, args)
+    if launcher_requested(args):  # --launcher (one cluster job per run) and --status: launcher.py
+        from resnet_repro.launcher import launch
+
+        return launch(experiment, profile, args, data)
     runs_dir, results_dir = Path(args.runs_dir), Path(args.results_dir)
+    check_output_dir(runs_dir, "--runs-dir")  # before any run trains: a file named, too long a name or path
+    check_output_dir(results_dir, "--results-dir")
     started = time.perf_counter()
     records = run_experiment(
         experiment,
@@ -113,16 +126,25 @@ def execute(experiment: Experiment, args) -> int:
         deadline=stop_at,
     )
     stopped = [r for r in records if r["status"] in ("interrupted", "not started")]
-    unfinished = [r["run_id"] for r in stopped]
     if stopped and all(r.get("stopped_by") == "time limit" for r in stopped):
-        print(
-            f"{experiment.id}: --stop-after time limit reached with {len(unfinished)} run(s) unfinished "
-            f"({', '.join(unfinished)}); checkpoints saved. Run the same command again to continue."
-        )
+        print(f"{experiment.id}: --stop-after time limit reached {_what_was_saved(stopped)}")
         return EXIT_TIME_LIMIT
-    if unfinished:
-        print(f"{experiment.id}: interrupted; checkpoint saved. Run the same command again to resume.")
+    if stopped:
+        print(f"{experiment.id}: interrupted {_what_was_saved(stopped)}")
         return stop_status(stopped[0].get("stopped_by"))
+    elsewhere = [r for r in records if r["status"] == "running elsewhere"]
+    if elsewhere:
+        # Not done, so not 0; 2 as `train` of a run another process holds (its one line names the holder), not 3:
+        # 3 says "run the same command again to continue", which a job array requeues at once, racing the holder.
+        raise UserError(
+            "; ".join(r["error"] for r in elsewhere)
+            + f"; {experiment.id} is not rendered: run the same command again once that has finished"
+        )
+    diverged = _all_diverged(experiment, profile, data, runs_dir, args.only)
+    if diverged:
+        # Exit 1, as `train` of a run that diverged: there is nothing to draw, and a rerun would skip them again.
+        print(f"{experiment.id} ({profile.name}): {diverged}", file=sys.stderr)
+        return EXIT_DIVERGED
     if not is_global_zero():
         return 0  # under DDP every rank trains; one renders, or they would all write the same files at once
     if args.only is not None:
@@ -140,6 +162,37 @@ def execute(experiment: Experiment, args) -> int:
         + ", ".join(str(p) for p in written)
     )
     return 0
+
+
+def _what_was_saved(stopped: list[dict]) -> str:
+    """Which stopped runs saved a checkpoint and which never started (and so saved nothing), for the stop message."""
+    saved = [r["run_id"] for r in stopped if r["status"] == "interrupted"]
+    waiting = [r["run_id"] for r in stopped if r["status"] == "not started"]
+    said = [f"checkpoint saved for {', '.join(saved)}"] if saved else []
+    if waiting:
+        said.append(f"not started: {', '.join(waiting)}" if saved else "none had started, so nothing was saved")
+    return (
+        f"with {len(stopped)} run(s) unfinished ({', '.join(saved + waiting)}); {'; '.join(said)}. "
+        "Run the same command again to continue."
+    )
+
+
+def _all_diverged(experiment: Experiment, profile, data, runs_dir: Path, only: str | None) -> str | None:
+    """When every run this command trains diverged, what to say (the nets, where they diverged, what to change)."""
+    from resnet_repro.experiment import plan_runs, select_runs
+    from resnet_repro.rundir import RunDir
+
+    specs = select_runs(plan_runs(experiment, profile, data), only)
+    records = {run_id(s): RunDir(runs_dir / run_id(s)).read_record() or {} for s in specs}
+    if not records or any(r.get("status") != "diverged" for r in records.values()):
+        return None
+    where = ", ".join(f"{rid} at iteration {r.get('diverged_at', '?')}" for rid, r in records.items())
+    return (
+        f"every run diverged ({where}), so there is nothing to draw. The {profile.name} profile's lr is too high for "
+        f"these nets here: find one that trains with a lower --lr or warm-up (resnet-repro train {specs[0].model} "
+        "--lr 0.01, or --warmup on, the paper's start for 110 layers); --force retrains the runs here, which helps "
+        "only after changing --precision or --compile"
+    )
 
 
 def is_global_zero() -> bool:
