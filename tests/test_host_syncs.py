@@ -66,4 +66,3 @@ def test_no_host_sync_between_logging_steps(syncs, tiny_cifar_archive, cifar_cac
     assert any(i % LOG_EVERY == 0 for i in syncs), "no sync counted at all: the counter is not wired in"
     between = {i: names for i, names in syncs.items() if i % LOG_EVERY}
     assert between == {}, f"host syncs at iterations that do not log: {between}"
-
