@@ -278,14 +278,21 @@ def test_train_compile_compiles_the_network_once_and_keeps_eager_checkpoints(
     assert set(checkpoint["state_dict"]) == set(ClassifierModule(spec).state_dict())
 
 
+def _set_tf32(cudnn: bool, matmul: bool) -> None:
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = cudnn, matmul
+
+
 @pytest.mark.parametrize("precision, tf32", [("32-true", False), ("bf16-mixed", True)])
 def test_train_at_32_true_turns_tf32_off_and_records_it(
-    tiny_cifar_archive, cifar_cache_root, tmp_path, monkeypatch, precision, tf32
+    tiny_cifar_archive, cifar_cache_root, tmp_path, request, precision, tf32
 ):
     """fp32 means fp32: TF32 (on by default for cuDNN convolutions on Ampere+) is turned off for 32-true; the
     mixed precisions keep torch's setting. The flags exist on a CPU build, and monkeypatch restores them."""
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
+    # Set and restored by hand: pytest's monkeypatch undoes an attribute it did not find in the instance's
+    # __dict__ by deleting it, which torch's cuBLAS flag module refuses.
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    request.addfinalizer(lambda: _set_tf32(*saved))
     spec = tiny_spec(tiny_cifar_archive, cifar_cache_root, iters=4, milestones=(2, 3), eval_every=4)
     threads = torch.get_num_threads()
     try:
