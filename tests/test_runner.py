@@ -550,36 +550,9 @@ def test_report_keep_checkpoints_never_moves_a_kept_run_backwards(fig1, tmp_path
     assert {p: p.read_bytes() for p in results.rglob("*") if p.is_file()} == pages  # nothing written, nothing lost
 
     # A finished copy is later than any interrupted one, whatever its iteration count.
-    assert (
-        main(
-            [
-                "report",
-                "fig1",
-                "--profile",
-                "smoke",
-                "--results-dir",
-                str(tmp_path / "r2"),
-                "--runs-dir",
-                str(fig1 / "runs"),
-            ]
-        )
-        == 0
-    )
-    assert (
-        main(
-            [
-                "report",
-                "fig1",
-                "--profile",
-                "smoke",
-                "--results-dir",
-                str(tmp_path / "r2"),
-                "--runs-dir",
-                str(tmp_path / "x"),
-            ]
-        )
-        == 2
-    )
+    elsewhere = ["report", "fig1", "--profile", "smoke", "--results-dir", str(tmp_path / "r2"), "--runs-dir"]
+    assert main([*elsewhere, str(fig1 / "runs")]) == 0
+    assert main([*elsewhere, str(tmp_path / "x")]) == 2
 
 
 def test_plain_report_keeps_the_checkpoint_of_an_unfinished_run(fig1, tmp_path, capsys):
